@@ -1,0 +1,194 @@
+"""Liveness and readiness state served on ``/healthz`` and ``/readyz``.
+
+* Liveness: the polling loop calls :meth:`HealthState.tick` on every iteration (and,
+  ideally, once per page during long runs). The process is live while the last tick is
+  at most ``liveness_timeout_s`` old; a stuck loop fails it. Construction counts as the
+  first tick, so start-up gets one full timeout of grace.
+* Readiness: named checks, each a callable returning ``(ok, detail)`` (e.g. "kafka",
+  "schema_registry", "checkpoints_loaded"). A result is cached for ``cache_ttl_s`` so a
+  scrape storm does not hammer Kafka, and concurrent callers share one evaluation. A
+  check runs in a daemon thread and is reported failed ("timed out") when it takes
+  longer than ``check_timeout_s``; a hung check is never started twice at once. A check
+  that raises is failed with the (redacted) exception as detail. No checks = ready.
+
+Report bodies: ``{"status": "ok"|"fail", "checks": {name: {"ok": bool, "detail": str}}}``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from producer.observability.logging import redact
+
+__all__ = ["Check", "CheckResult", "HealthReport", "HealthState", "default_liveness_timeout"]
+
+Check = Callable[[], tuple[bool, str]]
+
+MIN_LIVENESS_TIMEOUT_S: Final = 120.0
+
+
+def default_liveness_timeout(poll_interval_s: float) -> float:
+    """``max(3 x poll interval, 120 s)``."""
+    return max(3.0 * poll_interval_s, MIN_LIVENESS_TIMEOUT_S)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    ok: bool
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    checks: dict[str, CheckResult] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self.ok else "fail",
+            "checks": {name: c.to_json() for name, c in self.checks.items()},
+        }
+
+
+class _Evaluation:
+    """One run of a check in a daemon thread; several callers may wait on it."""
+
+    def __init__(self, name: str, check: Check) -> None:
+        self.done = threading.Event()
+        self.result = CheckResult(False, "not evaluated")
+        self._check = check
+        threading.Thread(target=self._run, name=f"readiness-{name}", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            ok, detail = self._check()
+            self.result = CheckResult(bool(ok), redact(str(detail)))
+        except Exception as exc:
+            self.result = CheckResult(False, redact(f"{type(exc).__name__}: {exc}"))
+        finally:
+            self.done.set()
+
+
+class _CheckSlot:
+    def __init__(self, check: Check | None, result: CheckResult | None = None) -> None:
+        self.check = check
+        self.result = result  # cached (or static, when check is None)
+        self.evaluated_at = float("-inf")
+        self.inflight: _Evaluation | None = None
+
+
+class HealthState:
+    """Thread-safe liveness/readiness state.
+
+    ``clock`` must be monotonic (default ``time.monotonic``); tests inject a fake one.
+    """
+
+    def __init__(
+        self,
+        *,
+        liveness_timeout_s: float = MIN_LIVENESS_TIMEOUT_S,
+        cache_ttl_s: float = 5.0,
+        check_timeout_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if liveness_timeout_s <= 0:
+            raise ValueError("liveness_timeout_s must be > 0")
+        self.liveness_timeout_s = liveness_timeout_s
+        self.cache_ttl_s = cache_ttl_s
+        self.check_timeout_s = check_timeout_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_tick = clock()
+        self._ticks = 0
+        self._slots: dict[str, _CheckSlot] = {}
+
+    # -- liveness ------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """The polling loop is making progress."""
+        now = self._clock()
+        with self._lock:
+            self._last_tick = now
+            self._ticks += 1
+
+    def seconds_since_tick(self) -> float:
+        with self._lock:
+            last = self._last_tick
+        return max(0.0, self._clock() - last)
+
+    def liveness(self) -> HealthReport:
+        """One check, ``"loop"``: last tick within ``liveness_timeout_s``."""
+        age = self.seconds_since_tick()
+        ok = age <= self.liveness_timeout_s
+        with self._lock:
+            ticks = self._ticks
+        detail = (
+            f"last tick {age:.1f}s ago (timeout {self.liveness_timeout_s:g}s, {ticks} ticks)"
+            if ticks
+            else f"no tick yet, started {age:.1f}s ago (timeout {self.liveness_timeout_s:g}s)"
+        )
+        if not ok:
+            detail = "polling loop stuck: " + detail
+        return HealthReport({"loop": CheckResult(ok, detail)})
+
+    # -- readiness -----------------------------------------------------------------
+
+    def add_check(self, name: str, check: Check) -> None:
+        """Register (or replace) a readiness check returning ``(ok, detail)``."""
+        with self._lock:
+            self._slots[name] = _CheckSlot(check)
+
+    def set_check_result(self, name: str, ok: bool, detail: str = "") -> None:
+        """Set a static readiness result (e.g. ``"checkpoints_loaded"``), replacing any
+        check of that name; reported as is, without caching or threads."""
+        with self._lock:
+            self._slots[name] = _CheckSlot(None, CheckResult(ok, redact(detail)))
+
+    def remove_check(self, name: str) -> None:
+        with self._lock:
+            self._slots.pop(name, None)
+
+    def readiness(self) -> HealthReport:
+        """Evaluate (or reuse cached results of) every readiness check."""
+        with self._lock:
+            names = list(self._slots)
+        results: dict[str, CheckResult] = {}
+        pending: dict[str, tuple[_CheckSlot, _Evaluation]] = {}
+        for name in names:
+            with self._lock:
+                slot = self._slots.get(name)
+                if slot is None:
+                    continue
+                now = self._clock()
+                if slot.check is None or (
+                    slot.result is not None and now - slot.evaluated_at < self.cache_ttl_s
+                ):
+                    results[name] = slot.result or CheckResult(False, "no result")
+                    continue
+                if slot.inflight is None:
+                    slot.inflight = _Evaluation(name, slot.check)
+                pending[name] = (slot, slot.inflight)
+        deadline = time.monotonic() + self.check_timeout_s
+        for name, (slot, evaluation) in pending.items():
+            finished = evaluation.done.wait(max(0.0, deadline - time.monotonic()))
+            with self._lock:
+                if finished:
+                    if slot.inflight is evaluation:
+                        slot.inflight = None
+                    result = evaluation.result
+                else:
+                    result = CheckResult(False, f"check timed out after {self.check_timeout_s:g}s")
+                slot.result = result
+                slot.evaluated_at = self._clock()
+            results[name] = result
+        return HealthReport({name: results[name] for name in names if name in results})

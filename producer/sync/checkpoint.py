@@ -1,0 +1,169 @@
+"""The checkpoint of one resource and its JSON form (what the compacted topic stores).
+
+A checkpoint is an `updated_at` instant whose run committed, plus the versions at or after it
+that the run already published: the ids at exactly that instant (`boundary_ids`) and, rarely,
+`(id, updated_at)` pairs beyond it (`ahead`, see `producer.sync.run` on the run-start cap).
+The next run asks for `gte` that instant and skips exactly those versions, so the boundary is
+replayed without duplicates and without gaps.
+
+Boundary fallback: when more than `max_boundary_ids` versions would be stored, none are
+(`boundary_complete=False`) and the next run republishes every record from the checkpoint
+instant on. That is at-least-once (the events carry the same `event_id`), never a loss.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from producer.sync.timestamps import InvalidTimestampError, Micros, format_instant, instant_micros
+
+CHECKPOINT_FORMAT_VERSION = 1
+DEFAULT_MAX_BOUNDARY_IDS = 10_000
+
+
+class CheckpointFormatError(ValueError):
+    """A stored checkpoint that cannot be read. Never treated as 'no checkpoint'."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    resource: str
+    updated_at: str | None
+    """The newest `updated_at`, exactly as the API wrote it; None after a reset to a full export."""
+    boundary_ids: frozenset[str] = frozenset()
+    ahead: frozenset[tuple[str, Micros]] = frozenset()
+    """Published versions later than `updated_at` (ids with their instants)."""
+    boundary_complete: bool = True
+    run_id: str = ""
+    completed_at: str = ""
+    record_count: int = 0
+    """Events the committing run published."""
+    reset_by: str | None = None
+    reset_from: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Fields written by newer versions, kept so a rewrite does not drop them."""
+
+    def __post_init__(self) -> None:
+        if self.updated_at is not None:
+            instant_micros(self.updated_at)  # raises InvalidTimestampError on garbage
+
+    @property
+    def instant(self) -> Micros | None:
+        return None if self.updated_at is None else instant_micros(self.updated_at)
+
+    @property
+    def filter_value(self) -> str | None:
+        """The `filter[updated_at][gte]` value: the same instant, normalised to UTC.
+
+        None means a bulk export (no filter).
+        """
+        instant = self.instant
+        return None if instant is None else format_instant(instant)
+
+    def skips(self, record_id: str, instant: Micros) -> bool:
+        """Whether this version was already published by the run that wrote the checkpoint."""
+        if not self.boundary_complete:
+            return False
+        if instant == self.instant:
+            return record_id in self.boundary_ids
+        return (record_id, instant) in self.ahead
+
+    def to_json(self) -> bytes:
+        body: dict[str, Any] = dict(self.extra)
+        body.update(
+            {
+                "format": CHECKPOINT_FORMAT_VERSION,
+                "resource": self.resource,
+                "updated_at": self.updated_at,
+                "boundary_ids": sorted(self.boundary_ids),
+                "ahead": [[i, format_instant(t)] for i, t in sorted(self.ahead)],
+                "boundary_complete": self.boundary_complete,
+                "run_id": self.run_id,
+                "completed_at": self.completed_at,
+                "record_count": self.record_count,
+            }
+        )
+        if self.reset_by is not None:
+            body["reset_by"] = self.reset_by
+            body["reset_from"] = self.reset_from
+        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Checkpoint:
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointFormatError(f"checkpoint is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise CheckpointFormatError("checkpoint JSON is not an object")
+        known = {
+            "format",
+            "resource",
+            "updated_at",
+            "boundary_ids",
+            "ahead",
+            "boundary_complete",
+            "run_id",
+            "completed_at",
+            "record_count",
+            "reset_by",
+            "reset_from",
+        }
+        try:
+            version = body.get("format", CHECKPOINT_FORMAT_VERSION)
+            if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+                raise CheckpointFormatError(f"unsupported checkpoint format {version!r}")
+            resource, updated_at = body["resource"], body["updated_at"]
+            ids = body.get("boundary_ids", [])
+            if not isinstance(resource, str):
+                raise CheckpointFormatError("resource must be a string")
+            if updated_at is not None and not isinstance(updated_at, str):
+                raise CheckpointFormatError("updated_at must be a string or null")
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise CheckpointFormatError("boundary_ids must be a list of strings")
+            ahead = body.get("ahead", [])
+            if not isinstance(ahead, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+                for p in ahead
+            ):
+                raise CheckpointFormatError("ahead must be a list of [id, updated_at] pairs")
+            return cls(
+                resource=resource,
+                updated_at=updated_at,
+                boundary_ids=frozenset(ids),
+                ahead=frozenset((i, instant_micros(t)) for i, t in ahead),
+                boundary_complete=bool(body.get("boundary_complete", True)),
+                run_id=str(body.get("run_id", "")),
+                completed_at=str(body.get("completed_at", "")),
+                record_count=int(body.get("record_count", 0)),
+                reset_by=body.get("reset_by"),
+                reset_from=body.get("reset_from"),
+                extra={k: v for k, v in body.items() if k not in known},
+            )
+        except KeyError as exc:
+            raise CheckpointFormatError(f"checkpoint lacks required field {exc}") from None
+        except (InvalidTimestampError, TypeError, ValueError) as exc:
+            if isinstance(exc, CheckpointFormatError):
+                raise
+            raise CheckpointFormatError(f"invalid checkpoint: {exc}") from None
+
+
+def reset_checkpoint(
+    resource: str,
+    to: str | None,
+    *,
+    previous: Checkpoint | None,
+    reset_by: str,
+    completed_at: str,
+    run_id: str,
+) -> Checkpoint:
+    """An operator's reset: replay from `to` (inclusive), or a full export when `to` is None."""
+    base = Checkpoint(resource=resource, updated_at=to, run_id=run_id, completed_at=completed_at)
+    return replace(
+        base,
+        reset_by=reset_by,
+        reset_from=previous.updated_at if previous is not None else None,
+    )

@@ -1,0 +1,227 @@
+"""One sync run of one resource, as a pure state machine.
+
+The orchestrator asks for the next request (`filter_gte`, `cursor`), fetches the page, and
+feeds it to `accept_page`, which answers with the versions to publish. When the traversal is
+done and every event was acknowledged, `checkpoint_after` gives the checkpoint to commit.
+
+Contract (seeds/bulk-exports-and-incremental-syncs.txt):
+- no checkpoint: bulk export, no filter; else `filter[updated_at][gte]=<checkpoint>`;
+- follow `next_cursor` until `has_more` is false; a repeated cursor, or `has_more` with no
+  cursor, is a protocol error rather than an endless loop;
+- dedup by `(id, updated_at)`: the checkpoint's boundary ids at exactly its instant, and any
+  version already seen in this run;
+- the new checkpoint is the highest `updated_at` seen, capped at the API's clock when the run
+  started (see below); a record older than the checkpoint is published (it is the source's
+  current state) and counted, but never moves it backwards.
+
+Why the cap: keyset pagination walks `(updated_at, id)`. A record updated while the traversal
+runs gets `updated_at = now`, which can tie with an instant the cursor already passed (same
+clock tick), so it lands behind the cursor and this run never sees it. Any such update is
+at or after the run's start, so the checkpoint never goes past the start (`served_at` of the
+first page, from the API's `Date` header). The versions this run published at or after the
+new checkpoint are stored with it, so the next run replays that window without duplicates.
+Without an update during the run the cap changes nothing: the newest record predates it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from producer.sync.checkpoint import DEFAULT_MAX_BOUNDARY_IDS, Checkpoint
+from producer.sync.timestamps import InvalidTimestampError, Micros, format_instant, instant_micros
+
+
+class TraversalError(RuntimeError):
+    """The API's pagination broke its contract (loop guard)."""
+
+
+@dataclass(frozen=True)
+class Version:
+    """One record version accepted for publishing."""
+
+    record: Mapping[str, Any]
+    record_id: str
+    updated_at: str
+    instant: Micros
+    stale: bool = False
+    """Older than the checkpoint the run started from."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record the sync cannot place (no usable id or updated_at)."""
+
+    page: int
+    position: int
+    reason: str
+    record: object
+
+
+@dataclass
+class RunStats:
+    pages: int = 0
+    fetched: int = 0
+    accepted: int = 0
+    boundary_skipped: int = 0
+    duplicates_in_run: int = 0
+    stale: int = 0
+    rejected: int = 0
+
+    @property
+    def deduplicated(self) -> int:
+        return self.boundary_skipped + self.duplicates_in_run
+
+
+@dataclass(frozen=True)
+class PageResult:
+    accepted: list[Version]
+    rejected: list[Rejected]
+
+
+class SyncRun:
+    def __init__(
+        self,
+        resource: str,
+        checkpoint: Checkpoint | None,
+        *,
+        max_boundary_ids: int = DEFAULT_MAX_BOUNDARY_IDS,
+    ) -> None:
+        if checkpoint is not None and checkpoint.resource != resource:
+            raise ValueError(f"checkpoint of {checkpoint.resource!r} used for {resource!r}")
+        self.resource = resource
+        self.previous = checkpoint
+        self.max_boundary_ids = max_boundary_ids
+        self.stats = RunStats()
+        self.cursor: str | None = None
+        self.done = False
+        self._start: Micros | None = checkpoint.instant if checkpoint is not None else None
+        self._cursors_used: set[str] = set()
+        self._seen: set[tuple[str, Micros]] = set()
+        """Every placeable version the API returned in this run, published or skipped."""
+        self._newest: tuple[Micros, str] | None = None
+        self._horizon: Micros | None = None
+        """The API's clock when the run started: the checkpoint never goes past it."""
+
+    @property
+    def snapshot(self) -> bool:
+        """A bulk export: no checkpoint to start from."""
+        return self._start is None
+
+    @property
+    def filter_gte(self) -> str | None:
+        return None if self.previous is None else self.previous.filter_value
+
+    def accept_page(
+        self,
+        records: Sequence[object],
+        *,
+        has_more: bool,
+        next_cursor: str | None,
+        served_at: Micros | None = None,
+    ) -> PageResult:
+        """Take one page; `served_at` is the API's clock for it (the `Date` header)."""
+        if self.done:
+            raise TraversalError(f"{self.resource}: page received after the traversal finished")
+        if self._horizon is None and served_at is not None and self.stats.pages == 0:
+            self._horizon = served_at
+        self.stats.pages += 1
+        self.stats.fetched += len(records)
+        accepted: list[Version] = []
+        rejected: list[Rejected] = []
+        for position, record in enumerate(records):
+            outcome = self._accept_record(record)
+            if isinstance(outcome, str):
+                rejected.append(Rejected(self.stats.pages, position, outcome, record))
+            elif outcome is not None:
+                accepted.append(outcome)
+        self.stats.accepted += len(accepted)
+        self.stats.rejected += len(rejected)
+        self._advance(has_more, next_cursor)
+        return PageResult(accepted, rejected)
+
+    def _accept_record(self, record: object) -> Version | str | None:
+        """The version to publish, a rejection reason, or None for a duplicate."""
+        if not isinstance(record, Mapping):
+            return f"record is a {type(record).__name__}, not an object"
+        record_id, updated_at = record.get("id"), record.get("updated_at")
+        if not isinstance(record_id, str) or not record_id:
+            return "record has no string id"
+        if not isinstance(updated_at, str):
+            return f"record {record_id} has no string updated_at"
+        try:
+            instant = instant_micros(updated_at)
+        except InvalidTimestampError as exc:
+            return f"record {record_id}: {exc}"
+
+        if self._newest is None or instant > self._newest[0]:
+            self._newest = (instant, updated_at)
+        if (record_id, instant) in self._seen:
+            self.stats.duplicates_in_run += 1
+            return None
+        self._seen.add((record_id, instant))
+        if self.previous is not None and self.previous.skips(record_id, instant):
+            self.stats.boundary_skipped += 1
+            return None
+        stale = self._start is not None and instant < self._start
+        if stale:
+            self.stats.stale += 1
+        return Version(record, record_id, updated_at, instant, stale)
+
+    def _advance(self, has_more: bool, next_cursor: str | None) -> None:
+        if not has_more:
+            self.done = True
+            self.cursor = None
+            return
+        if not next_cursor:
+            raise TraversalError(
+                f"{self.resource}: has_more is true but next_cursor is empty "
+                f"(page {self.stats.pages})"
+            )
+        if next_cursor in self._cursors_used:
+            raise TraversalError(
+                f"{self.resource}: next_cursor repeated on page {self.stats.pages}; "
+                "stopping instead of looping"
+            )
+        self._cursors_used.add(next_cursor)
+        self.cursor = next_cursor
+
+    def checkpoint_after(
+        self, *, run_id: str, completed_at: str, published: int
+    ) -> Checkpoint | None:
+        """The checkpoint to commit once every event was acknowledged; None if unchanged."""
+        if not self.done:
+            raise TraversalError(f"{self.resource}: the traversal has not finished")
+        if self._newest is None:
+            return None  # the API returned nothing: the checkpoint stands as it was
+        newest, newest_text = self._newest
+        instant = newest if self._horizon is None else min(newest, self._horizon)
+        start, previous = self._start, self.previous
+        if start is not None and instant <= start:
+            if instant < start or previous is None:
+                return None  # never backwards
+            text = previous.updated_at or newest_text
+        else:
+            text = newest_text if instant == newest else format_instant(instant)
+        at_boundary = frozenset(i for i, t in self._seen if t == instant)
+        ahead = frozenset((i, t) for i, t in self._seen if t > instant)
+        complete = len(at_boundary) + len(ahead) <= self.max_boundary_ids
+        if (
+            previous is not None
+            and start == instant
+            and previous.reset_by is None
+            and previous.boundary_complete == complete
+            and (not complete or (previous.boundary_ids, previous.ahead) == (at_boundary, ahead))
+        ):
+            return None
+        return Checkpoint(
+            resource=self.resource,
+            updated_at=text,
+            boundary_ids=at_boundary if complete else frozenset(),
+            ahead=ahead if complete else frozenset(),
+            boundary_complete=complete,
+            run_id=run_id,
+            completed_at=completed_at,
+            record_count=published,
+        )

@@ -1,0 +1,92 @@
+import json
+
+import pytest
+
+from producer.sync.checkpoint import Checkpoint, CheckpointFormatError, reset_checkpoint
+from producer.sync.timestamps import InvalidTimestampError
+
+
+def make(**kw: object) -> Checkpoint:
+    base: dict[str, object] = {
+        "resource": "contacts",
+        "updated_at": "2026-03-04T18:25:00Z",
+        "boundary_ids": frozenset({"cnt_A", "cnt_B"}),
+        "run_id": "run-1",
+        "completed_at": "2026-03-05T00:00:00Z",
+        "record_count": 7,
+    }
+    base.update(kw)
+    return Checkpoint(**base)  # type: ignore[arg-type]
+
+
+def test_json_round_trip_keeps_every_field() -> None:
+    cp = make()
+    again = Checkpoint.from_json(cp.to_json())
+    assert again == cp
+    body = json.loads(cp.to_json())
+    assert body["updated_at"] == "2026-03-04T18:25:00Z"  # as the API wrote it
+    assert body["boundary_ids"] == ["cnt_A", "cnt_B"]
+
+
+def test_unknown_fields_from_newer_writers_survive_a_rewrite() -> None:
+    body = json.loads(make().to_json())
+    body["progress"] = {"cursor": "abc"}
+    again = Checkpoint.from_json(json.dumps(body))
+    assert json.loads(again.to_json())["progress"] == {"cursor": "abc"}
+
+
+def test_filter_value_is_the_same_instant_in_utc() -> None:
+    cp = make(updated_at="2026-03-04T20:25:00.123456+02:00")
+    assert cp.filter_value == "2026-03-04T18:25:00.123456Z"
+
+
+def test_skips_exactly_boundary_versions() -> None:
+    cp = make()
+    assert cp.instant is not None
+    assert cp.skips("cnt_A", cp.instant)
+    assert not cp.skips("cnt_C", cp.instant)
+    assert not cp.skips("cnt_A", cp.instant + 1)
+    assert not make(boundary_complete=False, boundary_ids=frozenset()).skips("cnt_A", cp.instant)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"[]",
+        b'{"updated_at": "2026-03-04T18:25:00Z"}',
+        b'{"resource": "contacts", "updated_at": "yesterday"}',
+        b'{"resource": "contacts", "updated_at": 5}',
+        b'{"resource": "contacts", "updated_at": null, "boundary_ids": "x"}',
+        b'{"resource": "contacts", "updated_at": null, "format": 99}',
+        b"\xff\xfe",
+    ],
+)
+def test_unreadable_checkpoints_raise(raw: bytes) -> None:
+    with pytest.raises(CheckpointFormatError):
+        Checkpoint.from_json(raw)
+
+
+def test_constructing_with_a_bad_timestamp_raises() -> None:
+    with pytest.raises(InvalidTimestampError):
+        make(updated_at="2026-03-04")
+
+
+def test_reset_records_who_and_from_what() -> None:
+    previous = make()
+    cp = reset_checkpoint(
+        "contacts",
+        "2026-01-01T00:00:00Z",
+        previous=previous,
+        reset_by="alice@host",
+        completed_at="2026-03-06T00:00:00Z",
+        run_id="reset-1",
+    )
+    again = Checkpoint.from_json(cp.to_json())
+    assert again.reset_by == "alice@host"
+    assert again.reset_from == "2026-03-04T18:25:00Z"
+    assert again.boundary_ids == frozenset()
+    full = reset_checkpoint(
+        "contacts", None, previous=previous, reset_by="bob", completed_at="x", run_id="r"
+    )
+    assert full.filter_value is None

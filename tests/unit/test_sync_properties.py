@@ -1,0 +1,142 @@
+"""Property tests of the sync algorithm over random datasets, page sizes and concurrent updates."""
+
+import random
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from producer.sync.checkpoint import Checkpoint
+from producer.sync.run import SyncRun, Version
+from tests.support.fake_source import FakeSource, drive
+
+
+@dataclass(frozen=True)
+class Change:
+    after_page: int
+    index: int
+    tie: bool
+    create: bool
+
+
+changes = st.builds(
+    Change,
+    after_page=st.integers(0, 6),
+    index=st.integers(0, 50),
+    tie=st.booleans(),
+    create=st.booleans(),
+)
+run_plans = st.lists(
+    st.tuples(
+        st.lists(changes, max_size=8),  # changes during the run
+        st.lists(changes, max_size=4),  # changes before the run
+        st.one_of(st.none(), st.integers(0, 4)),  # killed after this many pages
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@dataclass
+class Log:
+    """What reached Kafka: events in order, plus the committed checkpoint."""
+
+    events: list[Version]
+    checkpoint: Checkpoint | None = None
+
+
+def apply(source: FakeSource, change: Change) -> None:
+    if change.create:
+        source.create(1, tie=change.tie)
+    else:
+        source.mutate(change.index, tie=change.tie)
+
+
+def one_run(
+    source: FakeSource,
+    log: Log,
+    limit: int,
+    during: list[Change],
+    killed_after: int | None,
+    max_boundary_ids: int,
+) -> list[Version]:
+    run = SyncRun("contacts", log.checkpoint, max_boundary_ids=max_boundary_ids)
+
+    def between_pages(page: int) -> None:
+        for change in during:
+            if change.after_page == page:
+                apply(source, change)
+
+    published = drive(run, source, limit, between_pages, stop_after_pages=killed_after)
+    log.events.extend(published)
+    if run.done:  # only a finished run (all events acknowledged) moves the checkpoint
+        new = run.checkpoint_after(run_id="r", completed_at="now", published=len(published))
+        if new is not None:
+            log.checkpoint = new
+    return published
+
+
+def latest_per_key(events: list[Version]) -> dict[str, tuple[int, int]]:
+    return {v.record_id: (v.instant, int(v.record["revision"])) for v in events}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    initial=st.integers(0, 25),
+    initial_ties=st.booleans(),
+    limit=st.integers(1, 7),
+    plans=run_plans,
+    max_boundary_ids=st.sampled_from([1, 3, 10_000]),
+)
+def test_after_a_quiet_final_run_kafka_holds_the_source(
+    seed: int,
+    initial: int,
+    initial_ties: bool,
+    limit: int,
+    plans: list[tuple[list[Change], list[Change], int | None]],
+    max_boundary_ids: int,
+) -> None:
+    source = FakeSource(random.Random(seed))
+    source.create(initial, tie=initial_ties)
+    log = Log(events=[])
+    for during, before, killed_after in plans:
+        for change in before:
+            apply(source, change)
+        at_start = source.current()
+        one_run(source, log, limit, during, killed_after, max_boundary_ids)
+        if killed_after is None:
+            published = {(v.record_id, v.instant) for v in log.events}
+            unchanged = {i: tv for i, tv in at_start.items() if source.records.get(i) == tv}
+            # no version present at the start of a run (and not superseded in it) is skipped
+            assert {(i, t) for i, (t, _) in unchanged.items()} <= published
+    one_run(source, log, limit, [], None, max_boundary_ids)  # quiet final run
+    assert latest_per_key(log.events) == source.current()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    initial=st.integers(0, 25),
+    limit=st.integers(1, 7),
+    plans=st.lists(
+        st.tuples(st.lists(changes, max_size=6), st.lists(changes, max_size=6)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_without_failures_each_version_is_published_exactly_once(
+    seed: int, initial: int, limit: int, plans: list[tuple[list[Change], list[Change]]]
+) -> None:
+    source = FakeSource(random.Random(seed))
+    source.create(initial, tie=True)
+    log = Log(events=[])
+    for before, during in plans:
+        for change in before:
+            apply(source, change)
+        one_run(source, log, limit, during, None, 10_000)
+    one_run(source, log, limit, [], None, 10_000)  # catch up with changes after the last page
+    versions = [(v.record_id, v.instant) for v in log.events]
+    assert len(versions) == len(set(versions))
+    assert latest_per_key(log.events) == source.current()
+    assert one_run(source, log, limit, [], None, 10_000) == []  # boundary replay: nothing new
