@@ -110,6 +110,11 @@ class SyncRun:
         return self._start is None
 
     @property
+    def newest_instant(self) -> Micros | None:
+        """The highest `updated_at` the API returned in this run."""
+        return None if self._newest is None else self._newest[0]
+
+    @property
     def filter_gte(self) -> str | None:
         return None if self.previous is None else self.previous.filter_value
 

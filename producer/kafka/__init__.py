@@ -1,0 +1,1 @@
+"""Thin Kafka adapters: topics, the event publisher and the checkpoint store."""
