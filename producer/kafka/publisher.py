@@ -17,9 +17,9 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext, StringSerializer
 
+PRODUCER_REQUIRED = {"enable.idempotence": "true", "acks": "all"}
+"""Not overridable: the checkpoint guarantee rests on them."""
 PRODUCER_DEFAULTS = {
-    "enable.idempotence": "true",
-    "acks": "all",
     "compression.type": "zstd",
     "linger.ms": "20",
     "batch.size": "262144",
@@ -70,7 +70,9 @@ class EventPublisher:
         producer: Producer | None = None,
     ) -> None:
         """`schemas` maps topic -> Avro schema JSON (the value schema of that topic)."""
-        self.producer = producer or Producer({**PRODUCER_DEFAULTS, **kafka_config})
+        self.producer = producer or Producer(
+            {**PRODUCER_DEFAULTS, **kafka_config, **PRODUCER_REQUIRED}
+        )
         self.registry = registry
         self._keys = StringSerializer("utf_8")
         self._schemas = dict(schemas)

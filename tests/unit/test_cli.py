@@ -1,0 +1,29 @@
+import pytest
+
+from producer.cli import main
+from producer.config import SETTINGS
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for option in SETTINGS:
+        monkeypatch.delenv(option.env, raising=False)
+
+
+def test_missing_key_exits_2_naming_the_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sync"]) == 2
+    assert "ASKELEPHANT_API_KEY" in capsys.readouterr().err
+
+
+def test_invalid_flag_value_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sync", "--page-size", "500", "--askelephant-api-key", "sk-apik_a.b"]) == 2
+    err = capsys.readouterr().err
+    assert "PAGE_SIZE" in err
+    assert "sk-apik_a.b" not in err
+
+
+def test_every_setting_has_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert all(option.flag in out for option in SETTINGS)
