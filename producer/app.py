@@ -126,6 +126,7 @@ def build_app(settings: Settings, *, stop: threading.Event | None = None) -> App
         poll_interval_s=settings.poll_interval_seconds,
         stop=stop,
     )
+    health.add_check("api", service.api_health)
     return App(settings, service, publisher, store, metrics, health, stop, clients)
 
 

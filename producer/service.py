@@ -83,6 +83,7 @@ class SyncService:
         self.stop = stop or threading.Event()
         self.clock = clock
         self._running: dict[str, threading.Lock] = {r: threading.Lock() for r in self.resources}
+        self.last_reports: dict[str, RunReport] = {}
 
     # ------------------------------------------------------------------ one run
 
@@ -140,6 +141,7 @@ class SyncService:
             report.published = report.published or tracker.acked
             report.duration_s = self.clock() - started
             self.metrics.run_finished(resource, report.outcome, report.duration_s)
+            self.last_reports[resource] = report
             self._log(report)
         return report
 
@@ -231,6 +233,16 @@ class SyncService:
             stale=report.stats.stale,
             pages=report.stats.pages,
         )
+
+    def api_health(self) -> tuple[bool, str]:
+        """Readiness of the source: fails when the latest run of every resource failed."""
+        reports = dict(self.last_reports)
+        failing = {r: rep for r, rep in reports.items() if rep.outcome == "failure"}
+        if not reports or len(failing) < len(self.resources):
+            detail = ", ".join(f"{r}: {rep.error}" for r, rep in sorted(failing.items()))
+            return True, detail or "ok"
+        first = sorted(failing.values(), key=lambda rep: rep.resource)[0]
+        return False, f"every resource's latest run failed, e.g. {first.resource}: {first.error}"
 
     # ------------------------------------------------------------------ the loop
 
