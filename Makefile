@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench clean install
+.PHONY: demo test lint typecheck unit integration bench clean install tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,17 +19,21 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/askelephant-kafka demo
 
+# helm, promtool and kubernetes-validate for the chart and alert-rule tests
+tools: $(STAMP)
+	VENV=$(VENV) bash scripts/install-tools.sh
+
 lint: $(STAMP)
-	$(BIN)/ruff check producer tests scripts
-	$(BIN)/ruff format --check producer tests scripts
+	$(BIN)/ruff check producer tests benchmarks
+	$(BIN)/ruff format --check producer tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck tools
 	$(BIN)/pytest
 
-unit: $(STAMP)
+unit: $(STAMP) tools
 	$(BIN)/pytest -m unit
 
 integration: $(STAMP)

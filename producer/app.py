@@ -59,7 +59,14 @@ class App:
         return self.publisher.flush(flush_timeout_s)
 
 
-def build_app(settings: Settings, *, stop: threading.Event | None = None) -> App:
+def build_app(
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    metrics: ProducerMetrics | None = None,
+    health: HealthState | None = None,
+) -> App:
+    """Connect everything; `metrics`/`health` may already be served while this runs."""
     stop = stop or threading.Event()
     credentials = settings.require_credentials()
     kafka_config = settings.kafka_config()
@@ -82,15 +89,13 @@ def build_app(settings: Settings, *, stop: threading.Event | None = None) -> App
     publisher.register_schemas()
     store = open_checkpoint_store(settings, publisher)
 
-    metrics = ProducerMetrics(settings.resources)
+    metrics = metrics or ProducerMetrics(settings.resources)
     for resource, checkpoint in store.all().items():
         if resource in settings.resources and checkpoint.instant is not None:
             metrics.set_watermark(resource, from_micros(checkpoint.instant))
     metrics.set_queue_length_source(publisher.queue_length)
 
-    health = HealthState(
-        liveness_timeout_s=default_liveness_timeout(settings.poll_interval_seconds)
-    )
+    health = health or new_health(settings)
     health.add_check("kafka", _kafka_probe(admin))
     health.add_check("schema_registry", _registry_probe(registry))
     health.set_check_result("checkpoints_loaded", True, f"{len(store.all())} checkpoint(s)")
@@ -128,6 +133,10 @@ def build_app(settings: Settings, *, stop: threading.Event | None = None) -> App
     )
     health.add_check("api", service.api_health)
     return App(settings, service, publisher, store, metrics, health, stop, clients)
+
+
+def new_health(settings: Settings) -> HealthState:
+    return HealthState(liveness_timeout_s=default_liveness_timeout(settings.poll_interval_seconds))
 
 
 def _kafka_probe(admin: AdminClient) -> Callable[[], tuple[bool, str]]:

@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(settings: Settings) -> int:
-    from producer.app import build_app
+    from producer.app import build_app, new_health
+    from producer.observability.metrics import ProducerMetrics
     from producer.observability.server import ObservabilityServer
 
     stop = threading.Event()
@@ -96,20 +97,27 @@ def cmd_run(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    app = build_app(settings, stop=stop)
+    # Serve /healthz and /metrics first, so probes answer while Kafka is still being reached.
+    metrics = ProducerMetrics(settings.resources)
+    health = new_health(settings)
+    health.set_check_result("startup", False, "connecting to Kafka and the schema registry")
     server = None
     if settings.metrics_port:
-        server = ObservabilityServer(app.metrics.registry, app.health, port=settings.metrics_port)
+        server = ObservabilityServer(metrics.registry, health, port=settings.metrics_port)
         server.start()
         log.info("serving /metrics, /healthz and /readyz on port %d", server.port)
-    log.info("polling %s every %gs", ",".join(settings.resources), settings.poll_interval_seconds)
     try:
+        app = build_app(settings, stop=stop, metrics=metrics, health=health)
+        health.set_check_result("startup", True, "connected")
+        log.info(
+            "polling %s every %gs", ",".join(settings.resources), settings.poll_interval_seconds
+        )
         app.service.run_forever()
-    finally:
         left = app.close(flush_timeout_s=1.5)
+        log.info("stopped (%d message(s) left undelivered)", left)
+    finally:
         if server is not None:
             server.stop()
-    log.info("stopped (%d message(s) left undelivered)", left)
     return 0
 
 
