@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
@@ -14,7 +15,7 @@ from producer.api import ApiClient
 from producer.config import Settings
 from producer.kafka.admin import TopicSpec, ensure_compacted, ensure_topics
 from producer.kafka.checkpoints import CheckpointStore
-from producer.kafka.publisher import EventPublisher
+from producer.kafka.publisher import EventPublisher, new_producer
 from producer.observability.health import HealthState, default_liveness_timeout
 from producer.observability.metrics import ProducerMetrics
 from producer.service import RunInterruptedError, SyncService
@@ -23,19 +24,17 @@ from producer.sync.timestamps import from_micros
 PROBE_TIMEOUT_S = 2.0
 
 
-def open_checkpoint_store(
-    settings: Settings, publisher: EventPublisher | None = None
-) -> CheckpointStore:
+def open_checkpoint_store(settings: Settings, producer: Producer | None = None) -> CheckpointStore:
     """Ensure the compacted checkpoint topic exists and read it to its end."""
     admin = AdminClient(settings.kafka_config())
     ensure_compacted(
         admin, settings.checkpoint_topic, replication_factor=settings.topic_replication_factor
     )
-    if publisher is None:
-        registry = SchemaRegistryClient(settings.registry_config())
-        publisher = EventPublisher(settings.kafka_config(), registry, {})
     store = CheckpointStore(
-        settings.kafka_config(), settings.checkpoint_topic, settings.producer_id, publisher.producer
+        settings.kafka_config(),
+        settings.checkpoint_topic,
+        settings.producer_id,
+        producer or new_producer(settings.kafka_config()),
     )
     store.load()
     return store
@@ -56,7 +55,7 @@ class App:
         """Flush what was produced; returns the number of messages left undelivered."""
         for client in self._clients.values():
             client.close()
-        return self.publisher.flush(flush_timeout_s)
+        return self.publisher.close(flush_timeout_s)
 
 
 def build_app(
@@ -87,7 +86,7 @@ def build_app(
         {settings.topic_for(r): schemas.schema_str(r) for r in settings.resources},
     )
     publisher.register_schemas()
-    store = open_checkpoint_store(settings, publisher)
+    store = open_checkpoint_store(settings, publisher.producer)
 
     metrics = metrics or ProducerMetrics(settings.resources)
     for resource, checkpoint in store.all().items():

@@ -73,12 +73,13 @@ def main(records: int = 300) -> int:
             _print_reports(incremental.values(), out)
 
             print("\n4. Read back by a consumer (AvroDeserializer)", file=out)
-            registry = SchemaRegistryClient(settings.registry_config())
-            for resource in RESOURCES:
-                topic = settings.topic_for(resource)
-                events = read_topic(settings.kafka_config(), registry, topic)
-                print(f"  {topic}: {len(events)} events on the topic", file=out)
-            sample = read_topic(settings.kafka_config(), registry, settings.topic_for("contacts"))
+            with SchemaRegistryClient(settings.registry_config()) as registry:
+                for resource in RESOURCES:
+                    topic = settings.topic_for(resource)
+                    events = read_topic(settings.kafka_config(), registry, topic)
+                    print(f"  {topic}: {len(events)} events on the topic", file=out)
+                contacts = settings.topic_for("contacts")
+                sample = read_topic(settings.kafka_config(), registry, contacts)
             event = sample[-1].value
             print(f"\nSample event (key {sample[-1].key}):", file=out)
             print(json.dumps(_compact(event), indent=2, default=str), file=out)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, ClassVar
 
 log = logging.getLogger("producer.devstack")
 
@@ -26,7 +26,7 @@ HOW_TO_GET_A_BROKER = (
 )
 
 
-class StackUnavailable(RuntimeError):
+class StackUnavailable(RuntimeError):  # noqa: N818 - the name the project asked for
     """No Kafka broker / schema registry could be found or started on this machine."""
 
 
@@ -108,7 +108,7 @@ class ManagedProcess:
     forget (or crash before) calling stop().
     """
 
-    _live: set[ManagedProcess] = set()
+    _live: ClassVar[set[ManagedProcess]] = set()
     _live_lock = threading.Lock()
 
     def __init__(

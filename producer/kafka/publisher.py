@@ -27,6 +27,11 @@ PRODUCER_DEFAULTS = {
 }
 
 
+def new_producer(kafka_config: Mapping[str, str | int | float | bool]) -> Producer:
+    """The idempotent producer every write goes through (events and checkpoints)."""
+    return Producer({**PRODUCER_DEFAULTS, **kafka_config, **PRODUCER_REQUIRED})
+
+
 class DeliveryError(RuntimeError):
     """Kafka did not acknowledge one or more events of a run."""
 
@@ -70,9 +75,7 @@ class EventPublisher:
         producer: Producer | None = None,
     ) -> None:
         """`schemas` maps topic -> Avro schema JSON (the value schema of that topic)."""
-        self.producer = producer or Producer(
-            {**PRODUCER_DEFAULTS, **kafka_config, **PRODUCER_REQUIRED}
-        )
+        self.producer = producer or new_producer(kafka_config)
         self.registry = registry
         self._keys = StringSerializer("utf_8")
         self._schemas = dict(schemas)
@@ -134,3 +137,9 @@ class EventPublisher:
     def flush(self, timeout_s: float) -> int:
         """Deliver what was produced; returns the number of messages still queued."""
         return int(self.producer.flush(timeout_s))
+
+    def close(self, timeout_s: float) -> int:
+        """Flush, then release the registry client's connections."""
+        left = self.flush(timeout_s)
+        self.registry.close()
+        return left

@@ -755,6 +755,10 @@ class _Server(ThreadingHTTPServer):
                 self._conns.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that goes away mid-response (a killed producer) is routine here.
+        logger.debug("connection from %s ended early", client_address, exc_info=True)
+
     def close_connections(self) -> None:
         with self._conns_lock:
             conns = list(self._conns)

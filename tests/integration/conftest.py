@@ -59,8 +59,8 @@ def make_app(make_env: Callable[..., dict[str, str]]) -> Iterator[Callable[..., 
 
 
 def events_on(settings: Settings, resource: str) -> list[Any]:
-    registry = SchemaRegistryClient(settings.registry_config())
-    return read_topic(settings.kafka_config(), registry, settings.topic_for(resource))
+    with SchemaRegistryClient(settings.registry_config()) as registry:
+        return read_topic(settings.kafka_config(), registry, settings.topic_for(resource))
 
 
 def latest_on(settings: Settings, resource: str) -> dict[str, dict[str, Any]]:

@@ -66,7 +66,8 @@ def test_boundary_replay_with_nothing_changed_publishes_nothing(
     assert app.service.sync_once("tags").outcome == "success"
     before = app.store.get("tags")
     assert before is not None
-    assert len(before.boundary_ids) == 6
+    # at the boundary instant, or just past a checkpoint capped at the run's start (Date header)
+    assert len(before.boundary_ids) + len(before.ahead) == 6
     report = app.service.sync_once("tags")
     assert report.outcome == "success"
     assert report.published == 0
@@ -156,12 +157,12 @@ def test_a_killed_process_leaves_the_checkpoint_and_the_next_run_loses_nothing(
     proc = subprocess.Popen(
         [sys.executable, "-m", "producer", "sync", "--resource", "contacts"],
         env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
     while sim.stats()["by_resource"].get("contacts", {}).get("requests", 0) < before + 3:
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, "the sync finished before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
