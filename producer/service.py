@@ -26,6 +26,10 @@ from producer.sync.timestamps import from_micros, to_micros
 
 log = logging.getLogger(__name__)
 
+CLOCK_MARGIN_US = 1_000_000
+"""Taken off the run-start cap: the `Date` header has whole seconds and comes from the web
+tier, whose clock may trail the database's that stamps `updated_at`."""
+
 
 class RunInterruptedError(Exception):
     """The service is stopping; the run ends without a checkpoint."""
@@ -157,14 +161,16 @@ class SyncService:
         api = self.api_for(resource)
         query = ListQuery(resource, updated_at_gte=run.filter_gte, limit=self.page_size)
         # Fallback clock for the run-start cap when the API sends no Date header.
-        local_start = to_micros(datetime.now(UTC))
+        local_start = to_micros(datetime.now(UTC)) - CLOCK_MARGIN_US
         while not run.done:
             if self.stop.is_set():
                 raise RunInterruptedError
             page = api.fetch_page(query if run.cursor is None else query.next_page(run.cursor))
             if page.server_date is not None:
                 self.metrics.observe_server_date(resource, page.server_date, self.clock())
-            served_at = to_micros(page.server_date) if page.server_date else local_start
+            served_at = (
+                to_micros(page.server_date) - CLOCK_MARGIN_US if page.server_date else local_start
+            )
             result = run.accept_page(
                 page.records,
                 has_more=page.has_more,
