@@ -106,7 +106,10 @@ class SyncService:
         started = self.clock()
         previous = self.store.get(resource)
         run = SyncRun(resource, previous)
-        tracker = DeliveryTracker(on_error=lambda _err: self.metrics.add_delivery_errors(resource))
+        tracker = DeliveryTracker(
+            on_error=lambda _err: self.metrics.add_delivery_errors(resource),
+            on_ack=lambda: self.metrics.add_published(resource),
+        )
         self.metrics.run_started(resource, started)
         report = RunReport(
             resource=resource,
@@ -217,7 +220,6 @@ class SyncService:
                         version.updated_at,
                         extra={"resource": resource, "record_id": version.record_id},
                     )
-            self.metrics.add_published(resource, len(result.accepted))
             self.health.tick()
             if progress is not None:
                 progress(resource, run.stats, tracker.acked)

@@ -39,12 +39,17 @@ class DeliveryError(RuntimeError):
 class DeliveryTracker:
     """Counts one run's events in flight; thread-safe (callbacks come from poll())."""
 
-    def __init__(self, on_error: Callable[[KafkaError], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_error: Callable[[KafkaError], None] | None = None,
+        on_ack: Callable[[], None] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self.sent = 0
         self.acked = 0
         self.errors: list[str] = []
         self._on_error = on_error
+        self._on_ack = on_ack
 
     @property
     def pending(self) -> int:
@@ -59,9 +64,12 @@ class DeliveryTracker:
         with self._lock:
             if err is None:
                 self.acked += 1
-                return
-            self.errors.append(f"{msg.topic()}[{msg.partition()}] key={msg.key()!r}: {err}")
-        if self._on_error is not None:
+            else:
+                self.errors.append(f"{msg.topic()}[{msg.partition()}] key={msg.key()!r}: {err}")
+        if err is None:
+            if self._on_ack is not None:
+                self._on_ack()
+        elif self._on_error is not None:
             self._on_error(err)
 
 
