@@ -8,9 +8,11 @@ import ctypes
 import fcntl
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -89,6 +91,29 @@ def tail(path: Path, lines: int = 40) -> str:
     except OSError:
         return "<no log>"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def make_workdir(prefix: str) -> Path:
+    """A fresh temp dir owned by this process; stale ones of dead owners are swept first."""
+    base = Path(tempfile.gettempdir())
+    for stale in base.glob(f"{prefix}*"):
+        with contextlib.suppress(OSError, ValueError):
+            owner = int((stale / "owner.pid").read_text())
+            if not _pid_alive(owner) and time.time() - stale.stat().st_mtime > 60:
+                shutil.rmtree(stale, ignore_errors=True)
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    (workdir / "owner.pid").write_text(str(os.getpid()))
+    return workdir
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 _PR_SET_PDEATHSIG = 1

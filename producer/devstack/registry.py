@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +29,7 @@ from producer.devstack._common import (
     StackUnavailable,
     env_flag,
     env_float,
+    make_workdir,
     wait_until,
 )
 from producer.devstack.kafka import DOCKER_INTERNAL_BOOTSTRAP, RunningKafka
@@ -90,7 +90,7 @@ class DevstackRegistryProcess:
     """
 
     def __init__(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="askelephant-schema-registry-"))
+        self.workdir = make_workdir("askelephant-schema-registry-")
         self.port_file = self.workdir / "port"
         self.log_path = self.workdir / "schema-registry.log"
         self.process: ManagedProcess | None = None

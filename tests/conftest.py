@@ -1,0 +1,86 @@
+"""Suite-wide pytest wiring: markers by folder, the real Kafka broker + schema registry.
+
+`local_stack` (session scope) is started once, on first use, by producer.devstack: an
+existing cluster (KAFKA_BOOTSTRAP_SERVERS / SCHEMA_REGISTRY_URL), Docker, or Apache Kafka
+jars from Maven Central run on Java. When none can be had, tests that use it are skipped
+locally and FAIL under CI=true: a missing broker in CI is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from producer.devstack import HOW_TO_GET_A_BROKER, LocalStack, StackUnavailable
+from producer.devstack._common import cache_root
+
+log = logging.getLogger("tests.devstack")
+
+TESTS_DIR = Path(__file__).resolve().parent
+_FOLDER_MARKERS = {"unit": "unit", "integration": "integration"}
+
+#: What the session's stack was (printed again in the terminal summary).
+_stack_description: list[str] = []
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    source = (
+        f"KAFKA_BOOTSTRAP_SERVERS={external}"
+        if external
+        else f"mode={os.environ.get('DEVSTACK_MODE', 'auto')}, jar cache {cache_root()}"
+    )
+    return [f"devstack: broker + schema registry started on first use ({source})"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """tests/unit/** get the `unit` marker, tests/integration/** get `integration`."""
+    for item in items:
+        try:
+            relative = Path(item.path).resolve().relative_to(TESTS_DIR)
+        except ValueError:
+            continue
+        marker = _FOLDER_MARKERS.get(relative.parts[0]) if relative.parts else None
+        if marker and not any(m.name == marker for m in item.iter_markers()):
+            item.add_marker(getattr(pytest.mark, marker))
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[LocalStack]:
+    """The real Kafka broker and schema registry, shared by the whole session."""
+    stack = LocalStack()
+    try:
+        stack.start()
+    except StackUnavailable as exc:
+        message = f"No Kafka broker / schema registry for the integration tests: {exc}"
+        if _in_ci():
+            pytest.fail(f"{message}\n(CI=true: a missing broker is a failure)", pytrace=False)
+        pytest.skip(f"{message}\nTo run them: {HOW_TO_GET_A_BROKER}.")
+    _stack_description.append(stack.describe())
+    log.info("devstack: %s", stack.describe())
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for description in _stack_description:
+        terminalreporter.write_line(f"devstack: {description}")
+
+
+@pytest.fixture
+def unique_topic(request: pytest.FixtureRequest) -> str:
+    """A fresh, valid topic name per test (not created: auto-create or AdminClient does)."""
+    stem = re.sub(r"[^a-zA-Z0-9._-]+", "-", request.node.name)[:80].strip("-.")
+    return f"test.{stem}.{uuid.uuid4().hex[:10]}"
