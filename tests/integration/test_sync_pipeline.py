@@ -21,6 +21,18 @@ from producer.sync.timestamps import instant_micros
 from tests.integration.conftest import events_on, latest_on
 
 
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m producer ARGS` as its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "producer", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def source_state(sim: Simulator, resource: str) -> dict[str, str]:
     return {r["id"]: r["updated_at"] for r in sim.dataset.records(resource)}
 
@@ -226,36 +238,13 @@ def test_reset_writes_who_and_from_what(
     assert app.service.sync_once("tags").outcome == "success"
     before = app.store.get("tags")
     assert before is not None
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "producer",
-            "reset",
-            "--resource",
-            "tags",
-            "--to",
-            "2020-01-01T00:00:00Z",
-        ],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = cli(env, "reset", "--resource", "tags", "--to", "2020-01-01T00:00:00Z")
     assert result.returncode == 0, result.stderr
     after = open_checkpoint_store(load_settings(env)).get("tags")
     assert after is not None
     assert after.updated_at == "2020-01-01T00:00:00Z"
     assert after.reset_from == before.updated_at
     assert after.reset_by
-    shown = subprocess.run(
-        [sys.executable, "-m", "producer", "checkpoints", "--json"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    shown = cli(env, "checkpoints", "--json")
     assert shown.returncode == 0, shown.stderr
     assert '"reset_by"' in shown.stdout
