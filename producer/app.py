@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,15 +13,17 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from producer import schemas
 from producer.api import ApiClient
+from producer.api.source import ApiSource
 from producer.config import Settings
-from producer.kafka.admin import TopicSpec, ensure_compacted, ensure_topics
+from producer.kafka.admin import TopicSpec, ensure_compacted, ensure_topics, topic_config
 from producer.kafka.checkpoints import CheckpointStore
-from producer.kafka.publisher import EventPublisher, new_producer
+from producer.kafka.publisher import KafkaSink, TopicTarget, new_producer
 from producer.observability.health import HealthState, default_liveness_timeout
 from producer.observability.metrics import ProducerMetrics
 from producer.service import RunInterruptedError, SyncService
 from producer.sync.timestamps import from_micros
 
+log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 2.0
 
 
@@ -44,7 +47,7 @@ def open_checkpoint_store(settings: Settings, producer: Producer | None = None) 
 class App:
     settings: Settings
     service: SyncService
-    publisher: EventPublisher
+    sink: KafkaSink
     store: CheckpointStore
     metrics: ProducerMetrics
     health: HealthState
@@ -55,7 +58,59 @@ class App:
         """Flush what was produced; returns the number of messages left undelivered."""
         for client in self._clients.values():
             client.close()
-        return self.publisher.close(flush_timeout_s)
+        return self.sink.close(flush_timeout_s)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The change topics and the dead-letter topic, as the producer creates them."""
+    partitions, replication = settings.topic_partitions, settings.topic_replication_factor
+    specs = [
+        TopicSpec(
+            settings.topic_for(r),
+            partitions,
+            replication,
+            {"max.message.bytes": str(settings.max_message_bytes_for(r))},
+        )
+        for r in settings.resources
+    ]
+    # Dead letters are kept until an operator deletes them: they are the only copy of a
+    # record that did not reach its change topic (docs/dead-letters.md).
+    dead_letters = {
+        "max.message.bytes": str(settings.dead_letter_max_message_bytes),
+        "retention.ms": "-1",
+    }
+    specs.append(TopicSpec(settings.dead_letter_topic, partitions, replication, dead_letters))
+    return specs
+
+
+def effective_targets(
+    admin: AdminClient, settings: Settings
+) -> tuple[dict[str, TopicTarget], TopicTarget]:
+    """Per resource, the change topic and the largest event it accepts; and the dead-letter
+    topic's. An existing topic created with a lower `max.message.bytes` than configured keeps
+    its own (the producer does not alter topics it did not create): a WARNING says so."""
+
+    def target(topic: str, configured: int) -> TopicTarget:
+        actual = topic_config(admin, topic).get("max.message.bytes")
+        limit = configured
+        if actual is not None and actual.isdigit() and int(actual) < configured:
+            limit = int(actual)
+            log.warning(
+                "topic %s has max.message.bytes=%s, below the configured %d: larger events "
+                "go to the dead-letter topic; raise it with kafka-configs.sh --alter",
+                topic,
+                actual,
+                configured,
+                extra={"topic": topic},
+            )
+        return TopicTarget(topic, limit)
+
+    targets = {
+        r: target(settings.topic_for(r), settings.max_message_bytes_for(r))
+        for r in settings.resources
+    }
+    dead_letters = target(settings.dead_letter_topic, settings.dead_letter_max_message_bytes)
+    return targets, dead_letters
 
 
 def build_app(
@@ -70,29 +125,29 @@ def build_app(
     credentials = settings.require_credentials()
     kafka_config = settings.kafka_config()
     admin = AdminClient(kafka_config)
-    ensure_topics(
-        admin,
-        [
-            TopicSpec(
-                settings.topic_for(r), settings.topic_partitions, settings.topic_replication_factor
-            )
-            for r in settings.resources
-        ],
-    )
+    ensure_topics(admin, topic_specs(settings))
+    targets, dead_letter_target = effective_targets(admin, settings)
+    largest = max(t.max_message_bytes for t in [*targets.values(), dead_letter_target])
+    producer = new_producer(kafka_config, message_max_bytes=largest)
     registry = SchemaRegistryClient(settings.registry_config())
-    publisher = EventPublisher(
-        kafka_config,
-        registry,
-        {settings.topic_for(r): schemas.schema_str(r) for r in settings.resources},
-    )
-    publisher.register_schemas()
-    store = open_checkpoint_store(settings, publisher.producer)
-
+    store = open_checkpoint_store(settings, producer)
     metrics = metrics or ProducerMetrics(settings.resources)
+    sink = KafkaSink(
+        producer,
+        registry,
+        targets=targets,
+        schemas={r: schemas.schema_str(r) for r in settings.resources},
+        dead_letter=dead_letter_target,
+        checkpoints=store,
+        observer=metrics,
+        producer_id=settings.producer_id,
+    )
+    sink.register_schemas()
+
     for resource, checkpoint in store.all().items():
         if resource in settings.resources and checkpoint.instant is not None:
             metrics.set_watermark(resource, from_micros(checkpoint.instant))
-    metrics.set_queue_length_source(publisher.queue_length)
+    metrics.set_queue_length_source(sink.queue_length)
 
     health = health or new_health(settings)
     health.add_check("kafka", _kafka_probe(admin))
@@ -105,7 +160,7 @@ def build_app(
 
     clients: dict[str, ApiClient] = {}
 
-    def api_for(resource: str) -> ApiClient:
+    def source_for(resource: str) -> ApiSource:
         if resource not in clients:
             clients[resource] = ApiClient(
                 credentials,
@@ -115,23 +170,23 @@ def build_app(
                 observer=metrics,
                 sleep=interruptible_sleep,
             )
-        return clients[resource]
+        return ApiSource(clients[resource], resource, settings.page_size)
 
     service = SyncService(
         resources=settings.resources,
         topic_for=settings.topic_for,
-        api_for=api_for,
-        publisher=publisher,
-        store=store,
-        metrics=metrics,
-        health=health,
+        source_for=source_for,
+        sink=sink,
+        checkpoints=store,
+        observer=metrics,
+        liveness=health,
         producer_id=settings.producer_id,
-        page_size=settings.page_size,
+        dead_letter_policy="fail" if settings.dead_letter_policy == "fail" else "dead-letter",
         poll_interval_s=settings.poll_interval_seconds,
         stop=stop,
     )
     health.add_check("api", service.api_health)
-    return App(settings, service, publisher, store, metrics, health, stop, clients)
+    return App(settings, service, sink, store, metrics, health, stop, clients)
 
 
 def new_health(settings: Settings) -> HealthState:

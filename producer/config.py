@@ -69,6 +69,27 @@ SETTINGS: tuple[Option, ...] = (
     Option("TOPIC_REPLICATION_FACTOR", "-1", "replication of created topics (-1: broker default)"),
     Option("HTTP_TIMEOUT_SECONDS", "30", "timeout of each API request"),
     Option("MAX_RETRY_WAIT_SECONDS", "300", "total backoff budget of one API request"),
+    Option(
+        "DEAD_LETTER_TOPIC",
+        "",
+        "topic of records that cannot become events (empty: `<TOPIC_PREFIX>dlq`)",
+    ),
+    Option(
+        "DEAD_LETTER_POLICY",
+        "dead-letter",
+        "`dead-letter` (the run goes on) or `fail` (a bad record fails the run)",
+    ),
+    Option(
+        "MAX_MESSAGE_BYTES",
+        "2097152",
+        "largest change event, also `max.message.bytes` of created topics; "
+        "per resource: `2097152,engagements=8388608`",
+    ),
+    Option(
+        "DEAD_LETTER_MAX_MESSAGE_BYTES",
+        "16777216",
+        "largest dead letter, also `max.message.bytes` of the dead-letter topic",
+    ),
     Option("METRICS_PORT", "9108", "port of /metrics, /healthz and /readyz (0: off)"),
     Option("LOG_FORMAT", "auto", "auto (json unless a terminal), json or text"),
     Option("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
@@ -96,11 +117,19 @@ class Settings:
     metrics_port: int
     log_format: str
     log_level: str
+    dead_letter_topic: str = "askelephant.dlq"
+    dead_letter_policy: str = "dead-letter"
+    max_message_bytes: Mapping[str, int] = field(default_factory=dict)
+    """Per resource, with the default under the key `*`."""
+    dead_letter_max_message_bytes: int = 16_777_216
     kafka_properties: Mapping[str, str] = field(default_factory=dict)
     """Extra librdkafka properties from `KAFKA_<PROPERTY>` variables (values may be secret)."""
 
     def topic_for(self, resource: str) -> str:
         return f"{self.topic_prefix}{resource}"
+
+    def max_message_bytes_for(self, resource: str) -> int:
+        return self.max_message_bytes.get(resource, self.max_message_bytes.get("*", 2_097_152))
 
     def kafka_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka settings shared by every client."""
@@ -158,6 +187,22 @@ def _number(
     return value
 
 
+MESSAGE_BYTES_RANGE = (1_024, 1_000_000_000)
+"""librdkafka caps `message.max.bytes` at 1,000,000,000."""
+
+
+def _message_bytes(raw: dict[str, str]) -> dict[str, int]:
+    env = "MAX_MESSAGE_BYTES"
+    limits: dict[str, int] = {}
+    for part in (p.strip() for p in raw[env].split(",") if p.strip()):
+        name, _, value = part.rpartition("=")
+        key = name.strip() or "*"
+        if key != "*" and key not in RESOURCES:
+            raise ConfigError(f"{env}: unknown resource {key!r}")
+        limits[key] = _number({env: value.strip()}, env, int, *MESSAGE_BYTES_RANGE)
+    return limits
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, flags: argparse.Namespace | None = None
 ) -> Settings:
@@ -198,9 +243,14 @@ def load_settings(
     for env in ("ASKELEPHANT_API_URL", "SCHEMA_REGISTRY_URL"):
         if not re.match(r"^(https?|mock)://[^\s]+$", raw[env]):
             raise ConfigError(f"{env} must be an http(s) URL, got {raw[env]!r}")
-    for env in ("TOPIC_PREFIX", "CHECKPOINT_TOPIC", "PRODUCER_ID"):
+    for env in ("TOPIC_PREFIX", "CHECKPOINT_TOPIC", "PRODUCER_ID", "DEAD_LETTER_TOPIC"):
         if env in raw and not re.fullmatch(r"[A-Za-z0-9._-]*", raw[env]):
             raise ConfigError(f"{env} may only hold letters, digits, '.', '_' and '-'")
+    dead_letter_policy = raw["DEAD_LETTER_POLICY"].lower()
+    if dead_letter_policy not in ("dead-letter", "fail"):
+        raise ConfigError(
+            f"DEAD_LETTER_POLICY must be dead-letter or fail, got {dead_letter_policy!r}"
+        )
     auth = raw.get("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO")
     partitions = _number(raw, "TOPIC_PARTITIONS", int, -1, 10_000)
     replication = _number(raw, "TOPIC_REPLICATION_FACTOR", int, -1, 100)
@@ -225,5 +275,11 @@ def load_settings(
         metrics_port=_number(raw, "METRICS_PORT", int, 0, 65_535),
         log_format=log_format,
         log_level=log_level,
+        dead_letter_topic=raw.get("DEAD_LETTER_TOPIC") or f"{raw.get('TOPIC_PREFIX', '')}dlq",
+        dead_letter_policy=dead_letter_policy,
+        max_message_bytes=_message_bytes(raw),
+        dead_letter_max_message_bytes=_number(
+            raw, "DEAD_LETTER_MAX_MESSAGE_BYTES", int, *MESSAGE_BYTES_RANGE
+        ),
         kafka_properties=_kafka_properties(environ),
     )

@@ -135,12 +135,19 @@ def op_for(created_at: object, updated_at: str, *, snapshot: bool) -> str:
     """
     if snapshot:
         return OP_READ
+    return _op(created_at, to_micros(parse_instant(updated_at)), snapshot=False)
+
+
+def _op(created_at: object, updated_at_us: int, *, snapshot: bool) -> str:
+    """:func:`op_for` with ``updated_at`` already parsed."""
+    if snapshot:
+        return OP_READ
     if isinstance(created_at, str):
         try:
-            created = parse_instant(created_at)
+            created = to_micros(parse_instant(created_at))
         except ValueError:
             return OP_UPDATE
-        if created == parse_instant(updated_at):
+        if created == updated_at_us:
             return OP_CREATE
     return OP_UPDATE
 
@@ -453,14 +460,17 @@ def build_change_event(
     snapshot: bool,
     now_ms: int,
     record_schema: Mapping[str, Any] | None = None,
+    updated_at_us: int | None = None,
 ) -> dict[str, Any]:
     """The change event (a dict fastavro writes with ``schemas.event_schema(resource)``).
 
     ``record`` is one item of the list response's ``data``; ``api_version`` the
     ``X-Api-Version`` header; ``snapshot`` True for a bulk export (op ``r``); ``now_ms`` the
     production time (epoch millis). ``record_schema`` defaults to
-    ``schemas.record_schema(resource)``. Raises :class:`RecordConformanceError` when the
-    record cannot be an event (see the module docstring).
+    ``schemas.record_schema(resource)``. ``updated_at_us`` is the instant of ``updated_at``
+    when the caller already parsed it (``producer.sync.run.identify``): parsed once per record.
+    Raises :class:`RecordConformanceError` when the record cannot be an event (see the module
+    docstring).
     """
     if resource not in schemas.RESOURCES:
         raise ValueError(f"unknown resource {resource!r}")
@@ -482,7 +492,8 @@ def build_change_event(
             path="updated_at",
         )
     try:
-        updated_at_us = to_micros(parse_instant(updated_at))
+        if updated_at_us is None:
+            updated_at_us = to_micros(parse_instant(updated_at))
     except ValueError as exc:
         raise RecordConformanceError(
             f"unparseable updated_at: {exc}",
@@ -499,7 +510,7 @@ def build_change_event(
         ) from None
     return {
         "event_id": _event_id(resource, record_id, updated_at_us),
-        "op": op_for(record.get("created_at"), updated_at, snapshot=snapshot),
+        "op": _op(record.get("created_at"), updated_at_us, snapshot=snapshot),
         "ts_ms": now_ms,
         "source": {
             "system": SYSTEM,

@@ -1,7 +1,10 @@
-"""The orchestrator: one sync run of one resource, and the polling loop over all of them.
+"""The orchestrator: one sync run of one resource through the staged pipeline, and the polling
+loop over all resources.
 
-Everything it touches is injected: the API client, the event publisher, the checkpoint store,
-metrics and health. The sync algorithm itself is `producer.sync.run.SyncRun` (pure).
+    Source ──► SyncRun ──► EventBuilder ──► RunSink          (producer/pipeline/ports.py)
+
+Every stage is behind a port; this module only sequences them, decides what a rejected record
+becomes (a dead letter, or a failed run under `DEAD_LETTER_POLICY=fail`), and reports.
 """
 
 from __future__ import annotations
@@ -13,22 +16,27 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final, Literal
 
-from producer.api import ApiClient, ListQuery
-from producer.events import RecordConformanceError, build_change_event
-from producer.kafka.checkpoints import CheckpointStore
-from producer.kafka.publisher import DeliveryTracker, EventPublisher
-from producer.observability.health import HealthState
 from producer.observability.logging import log_run
-from producer.observability.metrics import ProducerMetrics
-from producer.sync.run import RunStats, SyncRun
+from producer.pipeline.build import EventBuilder, Rejection, RunContext
+from producer.pipeline.dead_letters import DeadLetter, Origin
+from producer.pipeline.ports import (
+    CheckpointReader,
+    Liveness,
+    RunObserver,
+    RunSink,
+    Sink,
+    Source,
+    SourcePage,
+)
+from producer.sync.run import RunStats, SyncRun, TraversalError
 from producer.sync.timestamps import from_micros, to_micros
 
 log = logging.getLogger(__name__)
 
-CLOCK_MARGIN_US = 1_000_000
-"""Taken off the run-start cap: the `Date` header has whole seconds and comes from the web
-tier, whose clock may trail the database's that stamps `updated_at`."""
+DeadLetterPolicy = Literal["dead-letter", "fail"]
+DEAD_LETTER_POLICIES: Final = ("dead-letter", "fail")
 
 
 class RunInterruptedError(Exception):
@@ -36,7 +44,7 @@ class RunInterruptedError(Exception):
 
 
 class RejectedRecordsError(RuntimeError):
-    """Records the producer cannot turn into events; the run fails rather than drop them."""
+    """A record could not become an event and DEAD_LETTER_POLICY=fail: the run fails."""
 
 
 @dataclass
@@ -47,11 +55,14 @@ class RunReport:
     """success, failure or interrupted"""
     stats: RunStats
     published: int
+    """Change events Kafka acknowledged (also for a failed run)."""
     checkpoint_before: str | None
     checkpoint_after: str | None
     duration_s: float
     error: str | None = None
     snapshot: bool = False
+    dead_lettered: int = 0
+    """Dead letters Kafka acknowledged."""
 
 
 ProgressFn = Callable[[str, RunStats, int], None]
@@ -63,30 +74,33 @@ class SyncService:
         *,
         resources: Iterable[str],
         topic_for: Callable[[str], str],
-        api_for: Callable[[str], ApiClient],
-        publisher: EventPublisher,
-        store: CheckpointStore,
-        metrics: ProducerMetrics,
-        health: HealthState,
+        source_for: Callable[[str], Source],
+        sink: Sink,
+        checkpoints: CheckpointReader,
+        observer: RunObserver,
+        liveness: Liveness,
         producer_id: str,
-        page_size: int = 100,
+        dead_letter_policy: DeadLetterPolicy = "dead-letter",
         poll_interval_s: float = 60.0,
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if dead_letter_policy not in DEAD_LETTER_POLICIES:
+            raise ValueError(f"unknown dead-letter policy {dead_letter_policy!r}")
         self.resources = tuple(resources)
         self.topic_for = topic_for
-        self.api_for = api_for
-        self.publisher = publisher
-        self.store = store
-        self.metrics = metrics
-        self.health = health
+        self.source_for = source_for
+        self.sink = sink
+        self.checkpoints = checkpoints
+        self.observer = observer
+        self.liveness = liveness
         self.producer_id = producer_id
-        self.page_size = page_size
+        self.dead_letter_policy = dead_letter_policy
         self.poll_interval_s = poll_interval_s
         self.stop = stop or threading.Event()
         self.clock = clock
         self._running: dict[str, threading.Lock] = {r: threading.Lock() for r in self.resources}
+        self._builders = {r: EventBuilder(r, producer_id) for r in self.resources}
         self.last_reports: dict[str, RunReport] = {}
 
     # ------------------------------------------------------------------ one run
@@ -104,127 +118,172 @@ class SyncService:
     def _sync(self, resource: str, progress: ProgressFn | None) -> RunReport:
         run_id = str(uuid.uuid4())
         started = self.clock()
-        previous = self.store.get(resource)
-        run = SyncRun(resource, previous)
-        tracker = DeliveryTracker(
-            on_error=lambda _err: self.metrics.add_delivery_errors(resource),
-            on_ack=lambda: self.metrics.add_published(resource),
+        previous = self.checkpoints.get(resource)
+        run = SyncRun(
+            resource, previous, started_at=to_micros(datetime.fromtimestamp(started, UTC))
         )
-        self.metrics.run_started(resource, started)
-        report = RunReport(
-            resource=resource,
-            run_id=run_id,
-            outcome="failure",
-            stats=run.stats,
-            published=0,
-            checkpoint_before=previous.updated_at if previous else None,
-            checkpoint_after=previous.updated_at if previous else None,
-            duration_s=0.0,
-            snapshot=run.snapshot,
-        )
+        self.observer.run_started(resource, started)
+        before = previous.updated_at if previous else None
+        report = RunReport(resource, run_id, "failure", run.stats, 0, before, before, 0.0)
+        report.snapshot = run.snapshot
+        sink = self.sink.begin(resource, run_id)
         try:
-            self._traverse(run, run_id, tracker, progress)
-            self.publisher.wait(tracker)  # every event acknowledged before the checkpoint
-            report.published = tracker.acked
+            self._traverse(run, run_id, sink, progress)
+            for refusal in sink.drain():  # every event answered; dead-letter what was refused
+                event = refusal.event
+                self._reject(
+                    resource,
+                    sink,
+                    run_id,
+                    refusal.rejection,
+                    event.origin,
+                    event.key,
+                    event.updated_at,
+                )
             completed = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             checkpoint = run.checkpoint_after(
-                run_id=run_id, completed_at=completed, published=tracker.acked
+                run_id=run_id, completed_at=completed, published=sink.acked
             )
+            sink.commit(checkpoint)
             if checkpoint is not None:
-                self.store.commit(checkpoint)
                 report.checkpoint_after = checkpoint.updated_at
                 newest = run.newest_instant
-                self.metrics.checkpoint_committed(
+                self.observer.checkpoint_committed(
                     resource, from_micros(newest) if newest is not None else None
                 )
             report.outcome = "success"
         except RunInterruptedError:
+            sink.abort()
             report.outcome = "interrupted"
             report.error = "stopped before the run finished; checkpoint unchanged"
         except Exception as exc:  # one resource's failure must not stop the others
+            sink.abort()
             report.error = f"{type(exc).__name__}: {exc}"
             log.debug("run of %s failed", resource, exc_info=True)
         finally:
-            report.published = report.published or tracker.acked
+            report.published = sink.acked
+            report.dead_lettered = sink.dead_lettered
             report.duration_s = self.clock() - started
-            self.metrics.run_finished(resource, report.outcome, report.duration_s)
+            self.observer.add_deduplicated(resource, run.stats.deduplicated)
+            self.observer.add_stale(resource, run.stats.stale)
+            self.observer.run_finished(resource, report.outcome, report.duration_s)
             self.last_reports[resource] = report
             self._log(report)
         return report
 
     def _traverse(
-        self,
-        run: SyncRun,
-        run_id: str,
-        tracker: DeliveryTracker,
-        progress: ProgressFn | None,
+        self, run: SyncRun, run_id: str, sink: RunSink, progress: ProgressFn | None
     ) -> None:
-        resource = run.resource
-        topic = self.topic_for(resource)
-        api = self.api_for(resource)
-        query = ListQuery(resource, updated_at_gte=run.filter_gte, limit=self.page_size)
-        # Fallback clock for the run-start cap when the API sends no Date header.
-        local_start = to_micros(datetime.now(UTC)) - CLOCK_MARGIN_US
-        while not run.done:
+        source = self.source_for(run.resource)
+        for page in source.pages(run.filter_gte):
             if self.stop.is_set():
                 raise RunInterruptedError
-            page = api.fetch_page(query if run.cursor is None else query.next_page(run.cursor))
-            if page.server_date is not None:
-                self.metrics.observe_server_date(resource, page.server_date, self.clock())
-            served_at = (
-                to_micros(page.server_date) - CLOCK_MARGIN_US if page.server_date else local_start
-            )
-            result = run.accept_page(
-                page.records,
-                has_more=page.has_more,
-                next_cursor=page.next_cursor,
-                served_at=served_at,
-            )
-            self.metrics.add_pages(resource)
-            self.metrics.add_fetched(resource, len(page.records))
-            if result.rejected:
-                first = result.rejected[0]
-                raise RejectedRecordsError(
-                    f"{len(result.rejected)} record(s) of {resource} cannot be synced "
-                    f"(request {page.request_id or 'n/a'}, page {first.page}, "
-                    f"position {first.position}: {first.reason})"
-                )
-            now_ms = int(self.clock() * 1000)
-            for version in result.accepted:
-                try:
-                    event = build_change_event(
-                        resource,
-                        version.record,
-                        run_id=run_id,
-                        producer_id=self.producer_id,
-                        api_version=page.api_version,
-                        snapshot=run.snapshot,
-                        now_ms=now_ms,
-                    )
-                except RecordConformanceError as exc:
-                    raise RejectedRecordsError(
-                        f"record {version.record_id} of {resource} cannot be encoded: {exc}"
-                    ) from None
-                self.publisher.publish(
-                    topic,
-                    version.record_id,
-                    event,
-                    tracker,
-                    headers={"event_id": event["event_id"], "run_id": run_id},
-                )
-                if version.stale:
-                    log.warning(
-                        "%s %s is older than the checkpoint (updated_at %s); published anyway",
-                        resource,
-                        version.record_id,
-                        version.updated_at,
-                        extra={"resource": resource, "record_id": version.record_id},
-                    )
-            self.health.tick()
+            self._take_page(run, run_id, sink, page)
+            self.liveness.tick()
             if progress is not None:
-                progress(resource, run.stats, tracker.acked)
-        self.metrics.add_deduplicated(resource, run.stats.deduplicated)
-        self.metrics.add_stale(resource, run.stats.stale)
+                progress(run.resource, run.stats, sink.acked)
+            if run.done:
+                break
+        if not run.done:
+            raise TraversalError(f"{run.resource}: the source ended before has_more was false")
+
+    def _take_page(self, run: SyncRun, run_id: str, sink: RunSink, page: SourcePage) -> None:
+        resource = run.resource
+        if page.server_date is not None:
+            self.observer.observe_server_date(resource, page.server_date, self.clock())
+        result = run.accept_page(
+            page.records,
+            has_more=page.has_more,
+            next_cursor=page.next_cursor,
+            served_at=to_micros(page.server_date) if page.server_date else None,
+        )
+        self.observer.add_pages(resource)
+        self.observer.add_fetched(resource, len(page.records))
+        for rejected in result.rejected:
+            origin = Origin(page.request_id, rejected.page, rejected.position, page.raw_records)
+            record_id = _record_id_of(rejected.record)
+            unplaceable = Rejection(rejected.reason, rejected.message)
+            self._reject(resource, sink, run_id, unplaceable, origin, record_id, None)
+        context = RunContext(run_id, run.snapshot, page.api_version, int(self.clock() * 1000))
+        builder = self._builders[resource]
+        for version in result.accepted:
+            origin = Origin(page.request_id, version.page, version.position, page.raw_records)
+            built = builder.build(version, origin, context)
+            rejection: Rejection | None = (
+                built if isinstance(built, Rejection) else sink.publish(built)
+            )
+            if rejection is not None:
+                self._reject(
+                    resource,
+                    sink,
+                    run_id,
+                    rejection,
+                    origin,
+                    version.record_id,
+                    version.updated_at,
+                )
+            elif version.stale:
+                log.warning(
+                    "%s %s is older than the checkpoint (updated_at %s); published anyway",
+                    resource,
+                    version.record_id,
+                    version.updated_at,
+                    extra={"resource": resource, "record_id": version.record_id},
+                )
+
+    def _reject(
+        self,
+        resource: str,
+        sink: RunSink,
+        run_id: str,
+        rejection: Rejection,
+        origin: Origin,
+        record_id: str | None,
+        updated_at: str | None,
+    ) -> None:
+        """A record that did not become an event: a dead letter, or the end of the run."""
+        where = (
+            f"request {origin.request_id or 'n/a'}, page {origin.page}, position {origin.position}"
+        )
+        if self.dead_letter_policy == "fail":
+            raise RejectedRecordsError(
+                f"record {record_id or '(no id)'} of {resource} cannot be synced ({where}): "
+                f"{rejection.reason}: {rejection.message} (DEAD_LETTER_POLICY=fail)"
+            )
+        letter = DeadLetter(
+            resource=resource,
+            reason=rejection.reason,
+            message=rejection.message,
+            value=origin.raw,
+            run_id=run_id,
+            producer_id=self.producer_id,
+            topic=self.topic_for(resource),
+            request_id=origin.request_id,
+            page=origin.page,
+            position=origin.position,
+            record_id=record_id,
+            updated_at=updated_at,
+            detail=rejection.detail,
+        )
+        sink.dead_letter(letter)
+        self.observer.add_dead_lettered(resource, rejection.reason)
+        log.warning(
+            "%s %s dead-lettered (%s): %s",
+            resource,
+            record_id or "(no id)",
+            rejection.reason,
+            rejection.message,
+            extra={
+                "event": "dead_letter",
+                "resource": resource,
+                "record_id": record_id,
+                "reason": rejection.reason,
+                "request_id": origin.request_id,
+                "page": origin.page,
+                "position": origin.position,
+                **rejection.detail,
+            },
+        )
 
     def _log(self, report: RunReport) -> None:
         log_run(
@@ -238,6 +297,7 @@ class SyncService:
             fetched=report.stats.fetched,
             published=report.published,
             deduplicated=report.stats.deduplicated,
+            dead_lettered=report.dead_lettered,
             stale=report.stats.stale,
             pages=report.stats.pages,
         )
@@ -263,7 +323,7 @@ class SyncService:
         for thread in threads:
             thread.start()
         while not self.stop.wait(1.0):
-            self.health.tick()
+            self.liveness.tick()
         for thread in threads:
             thread.join(timeout=8.0)
 
@@ -273,3 +333,16 @@ class SyncService:
             self.sync_once(resource)
             delay = self.poll_interval_s - (time.monotonic() - started)
             self.stop.wait(max(delay, 0.0))
+
+
+def _record_id_of(record: object) -> str | None:
+    """The id of a record that could not be placed, when it has a usable one (the DLQ key)."""
+    if isinstance(record, dict):
+        record_id = record.get("id")
+        if isinstance(record_id, str) and record_id:
+            try:
+                record_id.encode()
+            except UnicodeEncodeError:
+                return None
+            return record_id
+    return None

@@ -9,6 +9,7 @@ confirmed before `commit` returns.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
 from confluent_kafka import KafkaError, Producer
@@ -86,7 +87,11 @@ class CheckpointStore:
             value=checkpoint.to_json(),
             on_delivery=lambda err, _msg: outcome.append(err),
         )
-        self._producer.flush(timeout_s)
+        # Poll for this one record only: a flush() would also wait for every other
+        # resource's events in flight on the shared producer.
+        deadline = time.monotonic() + timeout_s
+        while not outcome and time.monotonic() < deadline:
+            self._producer.poll(0.1)
         if not outcome:
             raise CheckpointStoreError(f"checkpoint of {checkpoint.resource} not confirmed")
         if outcome[0] is not None:

@@ -1,143 +1,167 @@
-"""Publishes change events: Avro values through the schema registry, string keys, tracked acks.
+"""The Kafka sink: Avro change events, dead letters and checkpoints through one idempotent
+producer (`enable.idempotence`, `acks=all`), scoped per run.
 
-One idempotent producer (`enable.idempotence`, `acks=all`) serves every resource. Each run
-gets a `DeliveryTracker`; the run may commit its checkpoint only when `wait` reports every
-event of that run acknowledged, so no checkpoint moves past an event Kafka did not accept.
+Each run (`KafkaSink.begin`) counts only its own messages, so one resource's commit waits for
+its own acknowledgements and never for another resource's events in flight (no `flush()` of
+the shared producer). The checkpoint is written only after every event and dead letter of the
+run was acknowledged, so no checkpoint moves past an event Kafka did not accept.
+
+Sizes: an event larger than its topic's limit (`max.message.bytes`, configured per resource)
+is not sent; `publish` answers with a `too_large` rejection and the run dead-letters the
+record instead. The broker can still refuse one (an existing topic with a lower limit than
+the producer was told): `drain` hands those back as refusals to dead-letter the same way.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
-from confluent_kafka.serialization import MessageField, SerializationContext, StringSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
-PRODUCER_REQUIRED = {"enable.idempotence": "true", "acks": "all"}
+from producer.pipeline.build import OutgoingEvent, Rejection
+from producer.pipeline.dead_letters import SCHEMA_MISMATCH, TOO_LARGE, DeadLetter
+from producer.pipeline.ports import Refusal
+from producer.sync.checkpoint import Checkpoint
+
+PRODUCER_REQUIRED: Final = {"enable.idempotence": "true", "acks": "all"}
 """Not overridable: the checkpoint guarantee rests on them."""
-PRODUCER_DEFAULTS = {
+PRODUCER_DEFAULTS: Final = {
     "compression.type": "zstd",
     "linger.ms": "20",
     "batch.size": "262144",
     "delivery.timeout.ms": "120000",
 }
+RECORD_OVERHEAD_BYTES: Final = 512
+"""Room kept under a topic's `max.message.bytes` for the record batch framing and headers
+that the size check does not count exactly."""
+DRAIN_TIMEOUT_S: Final = 180.0
+"""Longer than `delivery.timeout.ms`: librdkafka reports every message by then."""
 
 
-def new_producer(kafka_config: Mapping[str, str | int | float | bool]) -> Producer:
-    """The idempotent producer every write goes through (events and checkpoints)."""
-    return Producer({**PRODUCER_DEFAULTS, **kafka_config, **PRODUCER_REQUIRED})
+def new_producer(
+    kafka_config: Mapping[str, str | int | float | bool], *, message_max_bytes: int | None = None
+) -> Producer:
+    """The idempotent producer every write goes through (events, dead letters, checkpoints).
+
+    `message_max_bytes`: the largest message any topic of ours accepts; librdkafka refuses
+    bigger ones locally (its default is 1,000,000).
+    """
+    sized = {} if message_max_bytes is None else {"message.max.bytes": str(message_max_bytes)}
+    return Producer({**PRODUCER_DEFAULTS, **sized, **kafka_config, **PRODUCER_REQUIRED})
 
 
 class DeliveryError(RuntimeError):
-    """Kafka did not acknowledge one or more events of a run."""
+    """Kafka did not acknowledge one or more messages of a run."""
 
 
-class DeliveryTracker:
-    """Counts one run's events in flight; thread-safe (callbacks come from poll())."""
+class CheckpointWriter(Protocol):
+    def commit(self, checkpoint: Checkpoint) -> None: ...
 
-    def __init__(
-        self,
-        on_error: Callable[[KafkaError], None] | None = None,
-        on_ack: Callable[[], None] | None = None,
-    ) -> None:
-        self._lock = threading.Lock()
+
+class DeliveryObserver(Protocol):
+    def add_published(self, resource: str, n: int = 1) -> None: ...
+
+    def add_delivery_errors(self, resource: str, n: int = 1) -> None: ...
+
+
+@dataclass(frozen=True)
+class TopicTarget:
+    """Where a resource's events go and the largest message that topic accepts."""
+
+    topic: str
+    max_message_bytes: int
+
+
+class _Tally:
+    """Messages of one kind in one run: sent, acknowledged, failed (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
         self.sent = 0
         self.acked = 0
         self.errors: list[str] = []
-        self._on_error = on_error
-        self._on_ack = on_ack
 
     @property
     def pending(self) -> int:
-        with self._lock:
+        with self.lock:
             return self.sent - self.acked - len(self.errors)
 
-    def sent_one(self) -> None:
-        with self._lock:
-            self.sent += 1
 
-    def __call__(self, err: KafkaError | None, msg: Message) -> None:
-        with self._lock:
-            if err is None:
-                self.acked += 1
-            else:
-                self.errors.append(f"{msg.topic()}[{msg.partition()}] key={msg.key()!r}: {err}")
-        if err is None:
-            if self._on_ack is not None:
-                self._on_ack()
-        elif self._on_error is not None:
-            self._on_error(err)
+class KafkaSink:
+    """The `Sink` port on confluent-kafka; also registers the value schemas."""
 
-
-class EventPublisher:
     def __init__(
         self,
-        kafka_config: Mapping[str, str | int | float | bool],
+        producer: Producer,
         registry: SchemaRegistryClient,
-        schemas: Mapping[str, str],
         *,
-        producer: Producer | None = None,
+        targets: Mapping[str, TopicTarget],
+        schemas: Mapping[str, str],
+        dead_letter: TopicTarget,
+        checkpoints: CheckpointWriter,
+        observer: DeliveryObserver,
+        producer_id: str,
     ) -> None:
-        """`schemas` maps topic -> Avro schema JSON (the value schema of that topic)."""
-        self.producer = producer or new_producer(kafka_config)
+        """`targets` and `schemas` are keyed by resource (schema: Avro JSON of its events)."""
+        self.producer = producer
         self.registry = registry
-        self._keys = StringSerializer("utf_8")
+        self.targets = dict(targets)
+        self.dead_letter_target = dead_letter
+        self.checkpoints = checkpoints
+        self.observer = observer
+        self.producer_id = producer_id
         self._schemas = dict(schemas)
         self._serializers: dict[str, AvroSerializer] = {}
 
     def register_schemas(self) -> dict[str, int]:
         """Register every value schema (TopicNameStrategy); fail fast if incompatible."""
         ids: dict[str, int] = {}
-        for topic, schema in self._schemas.items():
-            subject = f"{topic}-value"
+        for resource, schema in self._schemas.items():
+            subject = f"{self.targets[resource].topic}-value"
             ids[subject] = self.registry.register_schema(subject, Schema(schema, "AVRO"))
-            self._serializers[topic] = AvroSerializer(
+            self._serializers[resource] = AvroSerializer(
                 self.registry,
                 schema,
                 conf={"auto.register.schemas": False, "normalize.schemas": False},
             )
         return ids
 
-    def publish(
+    def begin(self, resource: str, run_id: str) -> KafkaRunSink:
+        return KafkaRunSink(self, resource, run_id)
+
+    def produce(
         self,
         topic: str,
-        key: str,
-        value: Mapping[str, Any],
-        tracker: DeliveryTracker,
-        headers: Mapping[str, str] | None = None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+        on_delivery: Callable[[KafkaError | None, Message], None],
     ) -> None:
-        serializer = self._serializers[topic]
-        payload = serializer(value, SerializationContext(topic, MessageField.VALUE))
-        key_bytes = self._keys(key, SerializationContext(topic, MessageField.KEY))
+        """Produce, waiting while the local queue is full (back-pressure)."""
         while True:
             try:
                 self.producer.produce(
-                    topic,
-                    key=key_bytes,
-                    value=payload,
-                    headers=list((headers or {}).items()),
-                    on_delivery=tracker,
+                    topic, key=key, value=value, headers=list(headers), on_delivery=on_delivery
                 )
                 break
             except BufferError:  # local queue full: serve callbacks, then try again
                 self.producer.poll(0.1)
-        tracker.sent_one()
         self.producer.poll(0)
 
-    def wait(self, tracker: DeliveryTracker, timeout_s: float = 180.0) -> None:
-        """Block until every event of `tracker` is acknowledged; raise on any failure."""
-        deadline = time.monotonic() + timeout_s
-        while tracker.pending > 0 and time.monotonic() < deadline:
-            self.producer.poll(0.1)
-        if tracker.errors:
-            shown = "; ".join(tracker.errors[:3])
-            raise DeliveryError(f"{len(tracker.errors)} event(s) not acknowledged: {shown}")
-        if tracker.pending > 0:
-            raise DeliveryError(f"{tracker.pending} event(s) unacknowledged after {timeout_s}s")
+    def serialize(self, resource: str, value: Mapping[str, Any]) -> bytes:
+        topic = self.targets[resource].topic
+        payload = self._serializers[resource](
+            value, SerializationContext(topic, MessageField.VALUE)
+        )
+        assert payload is not None
+        return bytes(payload)
 
     def queue_length(self) -> int:
         return len(self.producer)
@@ -151,3 +175,156 @@ class EventPublisher:
         left = self.flush(timeout_s)
         self.registry.close()
         return left
+
+
+class KafkaRunSink:
+    """The `RunSink` of one run of one resource."""
+
+    def __init__(self, sink: KafkaSink, resource: str, run_id: str) -> None:
+        self._sink = sink
+        self.resource = resource
+        self.run_id = run_id
+        self.target = sink.targets[resource]
+        self._events = _Tally()
+        self._letters = _Tally()
+        self._refused: list[Refusal] = []
+        self._closed = False
+
+    @property
+    def acked(self) -> int:
+        return self._events.acked
+
+    @property
+    def dead_lettered(self) -> int:
+        return self._letters.acked
+
+    @property
+    def unacknowledged(self) -> int:
+        return self._events.pending + self._letters.pending
+
+    def publish(self, event: OutgoingEvent) -> Rejection | None:
+        self._check_open()
+        try:
+            payload = self._sink.serialize(self.resource, event.value)
+        except (SerializationError, ValueError, TypeError) as exc:
+            # conform() should make this impossible; never stall the resource on it
+            return Rejection(SCHEMA_MISMATCH, f"Avro serialization failed: {exc}")
+        key = event.key.encode()
+        headers = [
+            ("event_id", str(event.value["event_id"]).encode()),
+            ("run_id", self.run_id.encode()),
+        ]
+        size = len(payload) + len(key) + sum(len(n) + len(v) for n, v in headers)
+        limit = self.target.max_message_bytes
+        if size > limit - RECORD_OVERHEAD_BYTES:
+            return _too_large(size, limit, self.target.topic)
+        try:
+            with self._events.lock:
+                self._events.sent += 1
+            self._sink.produce(
+                self.target.topic, key, payload, headers, self._on_event_delivery(event, size)
+            )
+        except KafkaException as exc:
+            with self._events.lock:
+                self._events.sent -= 1
+            if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                return _too_large(size, limit, self.target.topic)
+            raise
+        return None
+
+    def _on_event_delivery(
+        self, event: OutgoingEvent, size: int
+    ) -> Callable[[KafkaError | None, Message], None]:
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            tally = self._events
+            if err is None:
+                with tally.lock:
+                    tally.acked += 1
+                self._sink.observer.add_published(self.resource)
+                return
+            if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                # refused by the broker (a topic limit lower than configured): dead-letter it
+                rejection = _too_large(size, self.target.max_message_bytes, self.target.topic)
+                with tally.lock:
+                    tally.sent -= 1
+                    self._refused.append(Refusal(event, rejection))
+                return
+            with tally.lock:
+                tally.errors.append(f"{msg.topic()}[{msg.partition()}] key={event.key}: {err}")
+            self._sink.observer.add_delivery_errors(self.resource)
+
+        return delivered
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        self._check_open()
+        target = self._sink.dead_letter_target
+        headers = letter.headers()
+        size = len(letter.value) + len(letter.key or b"") + sum(len(n) + len(v) for n, v in headers)
+        if size > target.max_message_bytes - RECORD_OVERHEAD_BYTES:
+            raise DeliveryError(
+                f"dead letter of {self.resource} record {letter.record_id or '(no id)'} is "
+                f"{size} bytes, over the {target.max_message_bytes}-byte limit of "
+                f"{target.topic} (DEAD_LETTER_MAX_MESSAGE_BYTES); the run stops rather than "
+                "drop it"
+            )
+        tally = self._letters
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            with tally.lock:
+                if err is None:
+                    tally.acked += 1
+                else:
+                    tally.errors.append(f"dead letter to {target.topic}: {err}")
+            if err is not None:
+                self._sink.observer.add_delivery_errors(self.resource)
+
+        with tally.lock:
+            tally.sent += 1
+        try:
+            self._sink.produce(target.topic, letter.key, letter.value, headers, delivered)
+        except KafkaException as exc:
+            with tally.lock:
+                tally.sent -= 1
+            raise DeliveryError(f"dead letter to {target.topic} refused: {exc}") from None
+
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> list[Refusal]:
+        deadline = time.monotonic() + timeout_s
+        while self.unacknowledged > 0 and time.monotonic() < deadline:
+            self._sink.producer.poll(0.1)
+        errors = self._events.errors + self._letters.errors
+        if errors:
+            shown = "; ".join(errors[:3])
+            raise DeliveryError(f"{len(errors)} message(s) not acknowledged: {shown}")
+        if self.unacknowledged > 0:
+            raise DeliveryError(
+                f"{self.unacknowledged} message(s) unacknowledged after {timeout_s:g}s"
+            )
+        with self._events.lock:
+            refused, self._refused = self._refused, []
+        return refused
+
+    def commit(self, checkpoint: Checkpoint | None) -> None:
+        self._check_open()
+        refused = self.drain()
+        if refused:
+            raise DeliveryError(
+                f"{len(refused)} refused event(s) were neither sent nor dead-lettered"
+            )
+        self._closed = True
+        if checkpoint is not None:
+            self._sink.checkpoints.commit(checkpoint)
+
+    def abort(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"run {self.run_id} of {self.resource} already ended")
+
+
+def _too_large(size: int, limit: int, topic: str) -> Rejection:
+    return Rejection(
+        TOO_LARGE,
+        f"event of {size} bytes exceeds the {limit}-byte max.message.bytes of {topic}",
+        {"size": str(size), "limit": str(limit)},
+    )

@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from producer import __version__
+from producer.pipeline.dead_letters import REASONS as DEAD_LETTER_REASONS
 
 __all__ = [
     "API_LATENCY_BUCKETS",
@@ -224,7 +225,9 @@ class ProducerMetrics:
             "records_deduplicated_total", "Boundary duplicates skipped"
         )
         self.records_dead_lettered: Final = counter(
-            "records_dead_lettered_total", "Records sent to the dead-letter topic"
+            "records_dead_lettered_total",
+            "Records sent to the dead-letter topic, by reason",
+            ("resource", "reason"),
         )
         self.records_stale: Final = counter(
             "records_stale_total", "Records older than the checkpoint inside an asc traversal"
@@ -277,7 +280,6 @@ class ProducerMetrics:
             self.records_fetched,
             self.records_published,
             self.records_deduplicated,
-            self.records_dead_lettered,
             self.records_stale,
             self.run_duration_seconds,
             self.pages_fetched,
@@ -290,6 +292,8 @@ class ProducerMetrics:
             metric.labels(resource=resource)
         for outcome in OUTCOMES:
             self.runs.labels(resource=resource, outcome=outcome)
+        for reason in DEAD_LETTER_REASONS:
+            self.records_dead_lettered.labels(resource=resource, reason=reason)
         for status_class in STATUS_CLASSES:
             self.api_requests.labels(resource=resource, status_class=status_class)
 
@@ -328,8 +332,9 @@ class ProducerMetrics:
     def add_deduplicated(self, resource: str, n: int = 1) -> None:
         self._add(self.records_deduplicated, resource, n)
 
-    def add_dead_lettered(self, resource: str, n: int = 1) -> None:
-        self._add(self.records_dead_lettered, resource, n)
+    def add_dead_lettered(self, resource: str, reason: str, n: int = 1) -> None:
+        if n:
+            self.records_dead_lettered.labels(resource=resource, reason=reason).inc(n)
 
     def add_stale(self, resource: str, n: int = 1) -> None:
         self._add(self.records_stale, resource, n)

@@ -21,20 +21,81 @@ at or after the run's start, so the checkpoint never goes past the start (`serve
 first page, from the API's `Date` header). The versions this run published at or after the
 new checkpoint are stored with it, so the next run replays that window without duplicates.
 Without an update during the run the cap changes nothing: the newest record predates it.
+
+The cap's clock is the first page's `Date` header less `CLOCK_MARGIN_US`; without a `Date`
+header, the producer's own clock at the run start (`started_at`) less the same margin.
+
+Records that cannot be placed (not an object, no string id, no parseable `updated_at`) are
+`Rejected` with a machine-readable reason: the caller dead-letters them and the run goes on.
+They never move the checkpoint.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from producer.sync.checkpoint import DEFAULT_MAX_BOUNDARY_IDS, Checkpoint
 from producer.sync.timestamps import InvalidTimestampError, Micros, format_instant, instant_micros
 
+CLOCK_MARGIN_US: Final = 1_000_000
+"""Taken off the run-start cap: the `Date` header has whole seconds and comes from the web
+tier, whose clock may trail the database's that stamps `updated_at`; the same margin covers
+a producer clock slightly ahead of the API's when there is no `Date` header."""
+
+NOT_AN_OBJECT: Final = "not_an_object"
+MISSING_ID: Final = "missing_id"
+MISSING_UPDATED_AT: Final = "missing_updated_at"
+INVALID_UPDATED_AT: Final = "invalid_updated_at"
+PLACEMENT_REASONS: Final = (NOT_AN_OBJECT, MISSING_ID, MISSING_UPDATED_AT, INVALID_UPDATED_AT)
+"""Reason codes of records the sync cannot place (dead-letter header `reason`)."""
+
 
 class TraversalError(RuntimeError):
     """The API's pagination broke its contract (loop guard)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What places a record in the stream: its id and `updated_at` (text and instant)."""
+
+    record_id: str
+    updated_at: str
+    instant: Micros
+
+
+@dataclass(frozen=True)
+class Unplaceable:
+    """Why a record cannot be placed: a reason code and a message for people."""
+
+    reason: str
+    message: str
+
+
+def identify(record: object) -> Identity | Unplaceable:
+    """Parse and validate a record's id and `updated_at` once (pure)."""
+    if not isinstance(record, Mapping):
+        return Unplaceable(NOT_AN_OBJECT, f"record is a {type(record).__name__}, not an object")
+    record_id, updated_at = record.get("id"), record.get("updated_at")
+    if not isinstance(record_id, str) or not record_id or not _utf8(record_id):
+        return Unplaceable(MISSING_ID, "record has no usable string id")
+    if not isinstance(updated_at, str):
+        return Unplaceable(MISSING_UPDATED_AT, f"record {record_id} has no string updated_at")
+    try:
+        instant = instant_micros(updated_at)
+    except InvalidTimestampError as exc:
+        return Unplaceable(INVALID_UPDATED_AT, f"record {record_id}: {exc}")
+    return Identity(record_id, updated_at, instant)
+
+
+def _utf8(text: str) -> bool:
+    """False for lone surrogates (json.loads accepts "\\ud800"; no Kafka key can hold one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -47,6 +108,8 @@ class Version:
     instant: Micros
     stale: bool = False
     """Older than the checkpoint the run started from."""
+    page: int = 0
+    position: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,6 +119,8 @@ class Rejected:
     page: int
     position: int
     reason: str
+    """A code of `PLACEMENT_REASONS`."""
+    message: str
     record: object
 
 
@@ -86,8 +151,10 @@ class SyncRun:
         resource: str,
         checkpoint: Checkpoint | None,
         *,
+        started_at: Micros,
         max_boundary_ids: int = DEFAULT_MAX_BOUNDARY_IDS,
     ) -> None:
+        """`started_at`: the producer's clock at the run start, the cap when no `Date` comes."""
         if checkpoint is not None and checkpoint.resource != resource:
             raise ValueError(f"checkpoint of {checkpoint.resource!r} used for {resource!r}")
         self.resource = resource
@@ -101,8 +168,10 @@ class SyncRun:
         self._seen: set[tuple[str, Micros]] = set()
         """Every placeable version the API returned in this run, published or skipped."""
         self._newest: tuple[Micros, str] | None = None
+        self._started_at = started_at
         self._horizon: Micros | None = None
-        """The API's clock when the run started: the checkpoint never goes past it."""
+        """The API's clock when the run started, less the margin: the checkpoint never goes
+        past it. Set by the first page."""
 
     @property
     def snapshot(self) -> bool:
@@ -126,19 +195,21 @@ class SyncRun:
         next_cursor: str | None,
         served_at: Micros | None = None,
     ) -> PageResult:
-        """Take one page; `served_at` is the API's clock for it (the `Date` header)."""
+        """Take one page; `served_at` is the API's clock for it (the `Date` header), if any."""
         if self.done:
             raise TraversalError(f"{self.resource}: page received after the traversal finished")
-        if self._horizon is None and served_at is not None and self.stats.pages == 0:
-            self._horizon = served_at
+        if self._horizon is None:
+            clock = served_at if served_at is not None else self._started_at
+            self._horizon = clock - CLOCK_MARGIN_US
         self.stats.pages += 1
         self.stats.fetched += len(records)
         accepted: list[Version] = []
         rejected: list[Rejected] = []
         for position, record in enumerate(records):
-            outcome = self._accept_record(record)
-            if isinstance(outcome, str):
-                rejected.append(Rejected(self.stats.pages, position, outcome, record))
+            outcome = self._accept_record(record, position)
+            if isinstance(outcome, Unplaceable):
+                page = self.stats.pages
+                rejected.append(Rejected(page, position, outcome.reason, outcome.message, record))
             elif outcome is not None:
                 accepted.append(outcome)
         self.stats.accepted += len(accepted)
@@ -146,19 +217,13 @@ class SyncRun:
         self._advance(has_more, next_cursor)
         return PageResult(accepted, rejected)
 
-    def _accept_record(self, record: object) -> Version | str | None:
-        """The version to publish, a rejection reason, or None for a duplicate."""
-        if not isinstance(record, Mapping):
-            return f"record is a {type(record).__name__}, not an object"
-        record_id, updated_at = record.get("id"), record.get("updated_at")
-        if not isinstance(record_id, str) or not record_id:
-            return "record has no string id"
-        if not isinstance(updated_at, str):
-            return f"record {record_id} has no string updated_at"
-        try:
-            instant = instant_micros(updated_at)
-        except InvalidTimestampError as exc:
-            return f"record {record_id}: {exc}"
+    def _accept_record(self, record: object, position: int) -> Version | Unplaceable | None:
+        """The version to publish, why it cannot be placed, or None for a duplicate."""
+        identity = identify(record)
+        if isinstance(identity, Unplaceable):
+            return identity
+        assert isinstance(record, Mapping)  # identify() checked it
+        record_id, updated_at, instant = identity.record_id, identity.updated_at, identity.instant
 
         if self._newest is None or instant > self._newest[0]:
             self._newest = (instant, updated_at)
@@ -172,7 +237,7 @@ class SyncRun:
         stale = self._start is not None and instant < self._start
         if stale:
             self.stats.stale += 1
-        return Version(record, record_id, updated_at, instant, stale)
+        return Version(record, record_id, updated_at, instant, stale, self.stats.pages, position)
 
     def _advance(self, has_more: bool, next_cursor: str | None) -> None:
         if not has_more:
@@ -201,7 +266,8 @@ class SyncRun:
         if self._newest is None:
             return None  # the API returned nothing: the checkpoint stands as it was
         newest, newest_text = self._newest
-        instant = newest if self._horizon is None else min(newest, self._horizon)
+        assert self._horizon is not None  # set by the first page, and _newest needs a page
+        instant = min(newest, self._horizon)
         start, previous = self._start, self.previous
         if start is not None and instant <= start:
             if instant < start or previous is None:

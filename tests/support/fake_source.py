@@ -89,15 +89,21 @@ def drive(
     limit: int,
     between_pages: Callable[[int], None] = lambda _: None,
     stop_after_pages: int | None = None,
+    with_date: bool = True,
 ) -> list[Version]:
-    """Walk a run to its end (or stop early, like a killed process); return what it published."""
+    """Walk a run to its end (or stop early, like a killed process); return what it published.
+
+    `with_date=False`: the pages carry no `Date` header (the run falls back to its own clock).
+    """
     published: list[Version] = []
     gte = None if run.filter_gte is None else _parse(run.filter_gte)
     while not run.done:
         if stop_after_pages is not None and run.stats.pages >= stop_after_pages:
             break
         data, more, cursor, served_at = source.page(gte, run.cursor, limit)
-        result = run.accept_page(data, has_more=more, next_cursor=cursor, served_at=served_at)
+        result = run.accept_page(
+            data, has_more=more, next_cursor=cursor, served_at=served_at if with_date else None
+        )
         assert not result.rejected
         published.extend(result.accepted)
         between_pages(run.stats.pages)

@@ -22,6 +22,7 @@ from producer.observability.metrics import (
     parse_http_date,
     status_class_of,
 )
+from producer.pipeline.dead_letters import REASONS
 
 pytestmark = pytest.mark.unit
 
@@ -38,7 +39,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     P + "records_fetched_total": ("counter", ("resource",)),
     P + "records_published_total": ("counter", ("resource",)),
     P + "records_deduplicated_total": ("counter", ("resource",)),
-    P + "records_dead_lettered_total": ("counter", ("resource",)),
+    P + "records_dead_lettered_total": ("counter", ("resource", "reason")),
     P + "records_stale_total": ("counter", ("resource",)),
     P + "runs_total": ("counter", ("resource", "outcome")),
     P + "run_duration_seconds": ("histogram", ("resource",)),
@@ -118,6 +119,8 @@ def test_every_label_set_precreated(metrics: ProducerMetrics) -> None:
             expected = {(("resource", r),) for r in RESOURCES}
         elif labels == ("resource", "outcome"):
             expected = {(("outcome", o), ("resource", r)) for r in RESOURCES for o in OUTCOMES}
+        elif labels == ("resource", "reason"):
+            expected = {(("reason", x), ("resource", r)) for r in RESOURCES for x in REASONS}
         else:
             expected = {
                 (("resource", r), ("status_class", s)) for r in RESOURCES for s in STATUS_CLASSES
@@ -126,6 +129,7 @@ def test_every_label_set_precreated(metrics: ProducerMetrics) -> None:
         assert all(v == 0.0 for v in series.values()), name
     assert len(samples[P + "runs_total"]) == 15
     assert len(samples[P + "api_requests_total"]) == 25
+    assert len(samples[P + "records_dead_lettered_total"]) == 5 * 6
     assert samples[P + "kafka_queue_messages"] == {(): 0.0}
 
 
@@ -191,7 +195,8 @@ def test_run_lifecycle(metrics: ProducerMetrics, clock: FakeClock) -> None:
     metrics.add_published("contacts", 147)
     metrics.add_deduplicated("contacts", 2)
     metrics.add_stale("contacts")
-    metrics.add_dead_lettered("contacts", 0)
+    metrics.add_dead_lettered("contacts", "too_large", 2)
+    metrics.add_dead_lettered("contacts", "missing_id", 0)
     metrics.add_delivery_errors("contacts", 3)
     clock.now += 7
     metrics.run_finished("contacts", "success", 7.0)
@@ -207,10 +212,12 @@ def test_run_lifecycle(metrics: ProducerMetrics, clock: FakeClock) -> None:
         "records_published_total": 147,
         "records_deduplicated_total": 2,
         "records_stale_total": 1,
-        "records_dead_lettered_total": 0,
         "kafka_delivery_errors_total": 3,
     }.items():
         assert value(metrics, P + name, resource="contacts") == expected, name
+    dead = P + "records_dead_lettered_total"
+    assert value(metrics, dead, resource="contacts", reason="too_large") == 2
+    assert value(metrics, dead, resource="contacts", reason="missing_id") == 0
     # a failure neither moves last_success nor touches other resources
     metrics.run_started("contacts", now=T0 + 100)
     metrics.run_finished("contacts", "failure", 0.5, now=T0 + 101)

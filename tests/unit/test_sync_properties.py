@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from producer.sync.checkpoint import Checkpoint
-from producer.sync.run import SyncRun, Version
+from producer.sync.run import CLOCK_MARGIN_US, SyncRun, Version
 from tests.support.fake_source import FakeSource, drive
 
 
@@ -52,6 +52,20 @@ def apply(source: FakeSource, change: Change) -> None:
         source.mutate(change.index, tie=change.tie)
 
 
+@dataclass(frozen=True)
+class Clock:
+    """How a run learns the API's time: the `Date` header, or (None) the producer's own clock
+    `skew_us` off the API's (negative: behind; the margin covers up to CLOCK_MARGIN_US ahead)."""
+
+    skew_us: int | None = None
+
+
+clocks = st.one_of(
+    st.just(Clock()),
+    st.builds(Clock, st.integers(-5_000_000, CLOCK_MARGIN_US - 1)),
+)
+
+
 def one_run(
     source: FakeSource,
     log: Log,
@@ -59,15 +73,22 @@ def one_run(
     during: list[Change],
     killed_after: int | None,
     max_boundary_ids: int,
+    clock: Clock = Clock(),
 ) -> list[Version]:
-    run = SyncRun("contacts", log.checkpoint, max_boundary_ids=max_boundary_ids)
+    with_date = clock.skew_us is None
+    started_at = source.clock + (clock.skew_us or 0)
+    run = SyncRun(
+        "contacts", log.checkpoint, started_at=started_at, max_boundary_ids=max_boundary_ids
+    )
 
     def between_pages(page: int) -> None:
         for change in during:
             if change.after_page == page:
                 apply(source, change)
 
-    published = drive(run, source, limit, between_pages, stop_after_pages=killed_after)
+    published = drive(
+        run, source, limit, between_pages, stop_after_pages=killed_after, with_date=with_date
+    )
     log.events.extend(published)
     if run.done:  # only a finished run (all events acknowledged) moves the checkpoint
         new = run.checkpoint_after(run_id="r", completed_at="now", published=len(published))
@@ -88,6 +109,7 @@ def latest_per_key(events: list[Version]) -> dict[str, tuple[int, int]]:
     limit=st.integers(1, 7),
     plans=run_plans,
     max_boundary_ids=st.sampled_from([1, 3, 10_000]),
+    clock=clocks,
 )
 def test_after_a_quiet_final_run_kafka_holds_the_source(
     seed: int,
@@ -96,6 +118,7 @@ def test_after_a_quiet_final_run_kafka_holds_the_source(
     limit: int,
     plans: list[tuple[list[Change], list[Change], int | None]],
     max_boundary_ids: int,
+    clock: Clock,
 ) -> None:
     source = FakeSource(random.Random(seed))
     source.create(initial, tie=initial_ties)
@@ -104,13 +127,13 @@ def test_after_a_quiet_final_run_kafka_holds_the_source(
         for change in before:
             apply(source, change)
         at_start = source.current()
-        one_run(source, log, limit, during, killed_after, max_boundary_ids)
+        one_run(source, log, limit, during, killed_after, max_boundary_ids, clock)
         if killed_after is None:
             published = {(v.record_id, v.instant) for v in log.events}
             unchanged = {i: tv for i, tv in at_start.items() if source.records.get(i) == tv}
             # no version present at the start of a run (and not superseded in it) is skipped
             assert {(i, t) for i, (t, _) in unchanged.items()} <= published
-    one_run(source, log, limit, [], None, max_boundary_ids)  # quiet final run
+    one_run(source, log, limit, [], None, max_boundary_ids, clock)  # quiet final run
     assert latest_per_key(log.events) == source.current()
 
 
@@ -124,9 +147,14 @@ def test_after_a_quiet_final_run_kafka_holds_the_source(
         min_size=1,
         max_size=4,
     ),
+    clock=clocks,
 )
 def test_without_failures_each_version_is_published_exactly_once(
-    seed: int, initial: int, limit: int, plans: list[tuple[list[Change], list[Change]]]
+    seed: int,
+    initial: int,
+    limit: int,
+    plans: list[tuple[list[Change], list[Change]]],
+    clock: Clock,
 ) -> None:
     source = FakeSource(random.Random(seed))
     source.create(initial, tie=True)
@@ -134,9 +162,11 @@ def test_without_failures_each_version_is_published_exactly_once(
     for before, during in plans:
         for change in before:
             apply(source, change)
-        one_run(source, log, limit, during, None, 10_000)
-    one_run(source, log, limit, [], None, 10_000)  # catch up with changes after the last page
+        one_run(source, log, limit, during, None, 10_000, clock)
+    one_run(
+        source, log, limit, [], None, 10_000, clock
+    )  # catch up with changes after the last page
     versions = [(v.record_id, v.instant) for v in log.events]
     assert len(versions) == len(set(versions))
     assert latest_per_key(log.events) == source.current()
-    assert one_run(source, log, limit, [], None, 10_000) == []  # boundary replay: nothing new
+    assert one_run(source, log, limit, [], None, 10_000, clock) == []  # replay: nothing new

@@ -3,7 +3,19 @@ from typing import Any
 import pytest
 
 from producer.sync.checkpoint import Checkpoint
-from producer.sync.run import SyncRun, TraversalError
+from producer.sync.run import (
+    CLOCK_MARGIN_US,
+    INVALID_UPDATED_AT,
+    MISSING_ID,
+    MISSING_UPDATED_AT,
+    NOT_AN_OBJECT,
+    SyncRun,
+    TraversalError,
+)
+from producer.sync.timestamps import instant_micros
+
+LATER = instant_micros("2030-01-01T00:00:00Z")
+"""A run start after every record of these tests: the run-start cap changes nothing."""
 
 
 def rec(record_id: str, updated_at: str) -> dict[str, Any]:
@@ -20,7 +32,7 @@ def finish(run: SyncRun, *pages: list[Any]) -> list[str]:
 
 
 def test_bulk_export_has_no_filter_and_sets_the_newest_checkpoint() -> None:
-    run = SyncRun("contacts", None)
+    run = SyncRun("contacts", None, started_at=LATER)
     assert run.snapshot
     assert run.filter_gte is None
     published = finish(
@@ -38,7 +50,7 @@ def test_bulk_export_has_no_filter_and_sets_the_newest_checkpoint() -> None:
 
 def test_incremental_run_filters_gte_and_skips_exactly_the_boundary() -> None:
     previous = Checkpoint("contacts", "2026-03-03T00:00:00Z", frozenset({"c"}))
-    run = SyncRun("contacts", previous)
+    run = SyncRun("contacts", previous, started_at=LATER)
     assert not run.snapshot
     assert run.filter_gte == "2026-03-03T00:00:00.000Z"
     published = finish(
@@ -59,7 +71,7 @@ def test_incremental_run_filters_gte_and_skips_exactly_the_boundary() -> None:
 
 def test_quiet_boundary_replay_publishes_nothing_and_keeps_the_checkpoint() -> None:
     previous = Checkpoint("tags", "2026-03-03T00:00:00Z", frozenset({"t1", "t2"}))
-    run = SyncRun("tags", previous)
+    run = SyncRun("tags", previous, started_at=LATER)
     published = finish(run, [rec("t1", "2026-03-03T00:00:00Z"), rec("t2", "2026-03-03T00:00:00Z")])
     assert published == []
     assert run.stats.deduplicated == 2
@@ -68,7 +80,7 @@ def test_quiet_boundary_replay_publishes_nothing_and_keeps_the_checkpoint() -> N
 
 def test_new_tie_at_the_boundary_grows_the_boundary_set() -> None:
     previous = Checkpoint("tags", "2026-03-03T00:00:00Z", frozenset({"t1"}))
-    run = SyncRun("tags", previous)
+    run = SyncRun("tags", previous, started_at=LATER)
     assert finish(run, [rec("t1", "2026-03-03T00:00:00Z"), rec("t9", "2026-03-03T00:00:00Z")]) == [
         "t9"
     ]
@@ -79,7 +91,7 @@ def test_new_tie_at_the_boundary_grows_the_boundary_set() -> None:
 
 
 def test_version_seen_twice_in_one_run_is_published_once() -> None:
-    run = SyncRun("users", None)
+    run = SyncRun("users", None, started_at=LATER)
     published = finish(
         run, [rec("u1", "2026-03-01T00:00:00Z")], [rec("u1", "2026-03-01T00:00:00.000Z")]
     )
@@ -89,7 +101,7 @@ def test_version_seen_twice_in_one_run_is_published_once() -> None:
 
 def test_stale_record_is_published_counted_and_never_moves_the_checkpoint_back() -> None:
     previous = Checkpoint("users", "2026-03-03T00:00:00Z")
-    run = SyncRun("users", previous)
+    run = SyncRun("users", previous, started_at=LATER)
     result = run.accept_page([rec("u1", "2026-03-01T00:00:00Z")], has_more=False, next_cursor=None)
     assert [v.stale for v in result.accepted] == [True]
     assert run.stats.stale == 1
@@ -97,19 +109,19 @@ def test_stale_record_is_published_counted_and_never_moves_the_checkpoint_back()
 
 
 def test_boundary_overflow_falls_back_to_replaying_the_boundary() -> None:
-    run = SyncRun("tags", None, max_boundary_ids=2)
+    run = SyncRun("tags", None, max_boundary_ids=2, started_at=LATER)
     finish(run, [rec(f"t{i}", "2026-03-03T00:00:00Z") for i in range(3)])
     cp = run.checkpoint_after(run_id="r", completed_at="now", published=3)
     assert cp is not None
     assert not cp.boundary_complete
     assert cp.boundary_ids == frozenset()
-    replay = SyncRun("tags", cp, max_boundary_ids=2)
+    replay = SyncRun("tags", cp, max_boundary_ids=2, started_at=LATER)
     # at-least-once: everything at the boundary instant is published again, nothing lost
     assert len(finish(replay, [rec(f"t{i}", "2026-03-03T00:00:00Z") for i in range(3)])) == 3
 
 
 def test_repeated_cursor_is_a_loop_guard_error() -> None:
-    run = SyncRun("contacts", None)
+    run = SyncRun("contacts", None, started_at=LATER)
     run.accept_page([], has_more=True, next_cursor="same")
     with pytest.raises(TraversalError, match="repeated"):
         run.accept_page([], has_more=True, next_cursor="same")
@@ -117,13 +129,13 @@ def test_repeated_cursor_is_a_loop_guard_error() -> None:
 
 @pytest.mark.parametrize("cursor", [None, ""])
 def test_has_more_without_cursor_is_an_error(cursor: str | None) -> None:
-    run = SyncRun("contacts", None)
+    run = SyncRun("contacts", None, started_at=LATER)
     with pytest.raises(TraversalError, match="next_cursor"):
         run.accept_page([], has_more=True, next_cursor=cursor)
 
 
 def test_pages_after_the_end_and_early_checkpoints_are_errors() -> None:
-    run = SyncRun("contacts", None)
+    run = SyncRun("contacts", None, started_at=LATER)
     with pytest.raises(TraversalError, match="not finished"):
         run.checkpoint_after(run_id="r", completed_at="now", published=0)
     run.accept_page([], has_more=False, next_cursor="ignored")
@@ -132,33 +144,78 @@ def test_pages_after_the_end_and_early_checkpoints_are_errors() -> None:
 
 
 @pytest.mark.parametrize(
-    ("record", "reason"),
+    ("record", "reason", "message"),
     [
-        ("text", "not an object"),
-        ({"updated_at": "2026-03-01T00:00:00Z"}, "no string id"),
-        ({"id": "x"}, "no string updated_at"),
-        ({"id": "x", "updated_at": "soon"}, "not an ISO-8601"),
+        ("text", NOT_AN_OBJECT, "not an object"),
+        ({"updated_at": "2026-03-01T00:00:00Z"}, MISSING_ID, "no usable string id"),
+        ({"id": "\ud800", "updated_at": "2026-03-01T00:00:00Z"}, MISSING_ID, "string id"),
+        ({"id": "x"}, MISSING_UPDATED_AT, "no string updated_at"),
+        ({"id": "x", "updated_at": "last tuesday"}, INVALID_UPDATED_AT, "not an ISO-8601"),
     ],
 )
-def test_unplaceable_records_are_rejected_with_a_reason(record: object, reason: str) -> None:
-    run = SyncRun("contacts", None)
-    result = run.accept_page([record], has_more=False, next_cursor=None)
-    assert result.accepted == []
-    assert reason in result.rejected[0].reason
+def test_unplaceable_records_are_rejected_with_a_reason(
+    record: object, reason: str, message: str
+) -> None:
+    run = SyncRun("contacts", None, started_at=LATER)
+    result = run.accept_page(
+        [{"id": "ok", "updated_at": "2026-03-01T00:00:00Z"}, record],
+        has_more=False,
+        next_cursor=None,
+    )
+    assert [v.record_id for v in result.accepted] == ["ok"]
+    assert result.rejected[0].reason == reason
+    assert message in result.rejected[0].message
+    assert (result.rejected[0].page, result.rejected[0].position) == (1, 1)
     assert run.stats.rejected == 1
-    assert run.checkpoint_after(run_id="r", completed_at="now", published=0) is None
+    cp = run.checkpoint_after(run_id="r", completed_at="now", published=1)
+    assert cp is not None  # the checkpoint moves past the rejected record
+    assert cp.updated_at == "2026-03-01T00:00:00Z"
 
 
 def test_checkpoint_of_another_resource_is_refused() -> None:
     with pytest.raises(ValueError, match="contacts"):
-        SyncRun("tags", Checkpoint("contacts", "2026-03-03T00:00:00Z"))
+        SyncRun("tags", Checkpoint("contacts", "2026-03-03T00:00:00Z"), started_at=LATER)
 
 
 def test_after_a_reset_the_first_run_commits_even_without_news() -> None:
     reset = Checkpoint("tags", "2026-03-03T00:00:00Z", reset_by="ops", reset_from=None)
-    run = SyncRun("tags", reset)
+    run = SyncRun("tags", reset, started_at=LATER)
     finish(run, [rec("t1", "2026-03-03T00:00:00Z")])
     cp = run.checkpoint_after(run_id="r", completed_at="now", published=1)
     assert cp is not None
     assert cp.reset_by is None
     assert cp.boundary_ids == {"t1"}
+
+
+def test_the_checkpoint_is_capped_at_the_first_pages_date_less_the_margin() -> None:
+    run = SyncRun("contacts", None, started_at=LATER)
+    served = instant_micros("2026-03-03T00:00:10Z")
+    run.accept_page(
+        [rec("a", "2026-03-03T00:00:00Z"), rec("b", "2026-03-03T00:00:09.5Z")],
+        has_more=True,
+        next_cursor="c1",
+        served_at=served,
+    )
+    run.accept_page(
+        [rec("c", "2026-03-03T00:00:20Z")],
+        has_more=False,
+        next_cursor=None,
+        served_at=served + 60_000_000,
+    )
+    cp = run.checkpoint_after(run_id="r", completed_at="now", published=3)
+    assert cp is not None
+    assert cp.instant == served - CLOCK_MARGIN_US  # the first page's clock, not the last's
+    assert cp.ahead == {
+        ("b", instant_micros("2026-03-03T00:00:09.5Z")),
+        ("c", instant_micros("2026-03-03T00:00:20Z")),
+    }
+
+
+def test_without_a_date_header_the_producers_clock_caps_the_checkpoint() -> None:
+    started = instant_micros("2026-03-03T00:00:10Z")
+    run = SyncRun("contacts", None, started_at=started)
+    run.accept_page([rec("a", "2026-03-03T00:00:30Z")], has_more=False, next_cursor=None)
+    cp = run.checkpoint_after(run_id="r", completed_at="now", published=1)
+    assert cp is not None
+    assert cp.instant == started - CLOCK_MARGIN_US
+    assert cp.ahead == {("a", instant_micros("2026-03-03T00:00:30Z"))}

@@ -1,0 +1,121 @@
+"""The orchestrator's ports: small Protocols that the adapters (and the tests' fakes) fill.
+
+- `Source`: pages of raw records with their request metadata, for one query shape;
+- `Sink` / `RunSink`: run-scoped writes: publish, dead_letter, drain, commit(checkpoint), abort;
+- `CheckpointReader`: the committed checkpoint a run starts from;
+- `RunObserver`, `Liveness`: observability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from producer.pipeline.build import OutgoingEvent, Rejection
+from producer.pipeline.dead_letters import DeadLetter, RawRecords
+from producer.sync.checkpoint import Checkpoint
+
+
+@dataclass(frozen=True)
+class SourcePage:
+    """One page of a traversal as the source served it."""
+
+    records: Sequence[object]
+    raw_records: RawRecords
+    """Each record's JSON exactly as sent (same positions as `records`)."""
+    has_more: bool
+    next_cursor: str | None
+    api_version: str | None = None
+    server_date: datetime | None = None
+    """The response's `Date` header (aware UTC), if any."""
+    request_id: str | None = None
+
+
+class Source(Protocol):
+    def pages(self, filter_gte: str | None) -> Iterator[SourcePage]:
+        """Every page of one traversal (`filter[updated_at][gte]`, ascending), in order.
+
+        The consumer checks the cursors (`SyncRun` is the loop guard) and may stop early.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An event Kafka refused for a reason that a dead letter can hold (too large)."""
+
+    event: OutgoingEvent
+    rejection: Rejection
+
+
+class RunSink(Protocol):
+    """Kafka writes of one run of one resource."""
+
+    @property
+    def acked(self) -> int:
+        """Change events Kafka acknowledged so far in this run."""
+        ...
+
+    @property
+    def dead_lettered(self) -> int:
+        """Dead letters Kafka acknowledged so far in this run."""
+        ...
+
+    def publish(self, event: OutgoingEvent) -> Rejection | None:
+        """Send one event; a `Rejection` (too large) means it was not sent."""
+        ...
+
+    def dead_letter(self, letter: DeadLetter) -> None: ...
+
+    def drain(self) -> list[Refusal]:
+        """Wait until Kafka answered for every event; return those it refused as too large.
+
+        Raises if any other event or dead letter was not acknowledged.
+        """
+        ...
+
+    def commit(self, checkpoint: Checkpoint | None) -> None:
+        """After a full drain: write `checkpoint` (None: unchanged). Raises if not confirmed."""
+        ...
+
+    def abort(self) -> None:
+        """The run ends without a checkpoint."""
+        ...
+
+
+class Sink(Protocol):
+    def begin(self, resource: str, run_id: str) -> RunSink: ...
+
+
+class CheckpointReader(Protocol):
+    def get(self, resource: str) -> Checkpoint | None: ...
+
+
+class RunObserver(Protocol):
+    """What a run reports (implemented by `producer.observability.metrics.ProducerMetrics`)."""
+
+    def run_started(self, resource: str, now: float | None = None) -> None: ...
+
+    def run_finished(self, resource: str, outcome: str, duration_s: float) -> None: ...
+
+    def add_pages(self, resource: str, n: int = 1) -> None: ...
+
+    def add_fetched(self, resource: str, n: int = 1) -> None: ...
+
+    def add_deduplicated(self, resource: str, n: int = 1) -> None: ...
+
+    def add_stale(self, resource: str, n: int = 1) -> None: ...
+
+    def add_dead_lettered(self, resource: str, reason: str, n: int = 1) -> None: ...
+
+    def checkpoint_committed(self, resource: str, watermark: datetime | None) -> None: ...
+
+    def observe_server_date(
+        self, resource: str, server_date: datetime, local_now: float | None = None
+    ) -> None: ...
+
+
+class Liveness(Protocol):
+    def tick(self) -> None: ...
