@@ -17,7 +17,7 @@ import random as _random
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Protocol, Self
@@ -137,12 +137,15 @@ def _check_timestamp(value: str) -> None:
 class Page:
     """One parsed list page plus the response metadata worth keeping."""
 
-    records: list[dict[str, Any]]
+    records: list[Any]
+    """The `data` items as parsed (normally objects; the sync rejects any other)."""
     has_more: bool
     next_cursor: str | None
     api_version: str | None = None  # X-Api-Version header, format undocumented
     server_date: datetime | None = None  # Date header, aware UTC
     request_id: str | None = None  # X-Request-Id / Request-Id header, if any
+    body: bytes | None = field(default=None, repr=False, compare=False)
+    """The response body as received: dead letters cut records from it byte for byte."""
 
 
 def _type_name(value: Any) -> str:
@@ -204,9 +207,8 @@ def parse_page(
     data = doc["data"]
     if not isinstance(data, list):
         raise fail(f"'data' must be an array, got {_type_name(data)}")
-    for index, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise fail(f"'data[{index}]' must be an object, got {_type_name(item)}")
+    # An item that is not an object is the sync's to reject (a dead letter), not a reason to
+    # fail the page: the records around it are good.
     has_more = doc["has_more"]
     if not isinstance(has_more, bool):
         raise fail(f"'has_more' must be a boolean, got {_type_name(has_more)}")
@@ -222,6 +224,7 @@ def parse_page(
         api_version=_header(hdrs, ("x-api-version",)),
         server_date=parse_http_date(hdrs.get("date")),
         request_id=request_id,
+        body=body,
     )
 
 

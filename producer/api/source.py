@@ -23,8 +23,8 @@ class LazyRaw:
         return len(self.page.records)
 
     def __getitem__(self, position: int) -> bytes:
-        body = getattr(self.page, "body", None)
-        if isinstance(body, bytes) and not self._texts:
+        body = self.page.body
+        if body is not None and not self._texts:
             # a body the walker cannot follow falls back to re-serialising below
             with contextlib.suppress(RawJsonError, ValueError):
                 self._texts.extend(array_item_texts(body))

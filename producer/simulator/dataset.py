@@ -24,6 +24,26 @@ from typing import Any, Final, Literal
 
 from producer.simulator.clock import PRECISIONS, Precision, SimClock, format_ts, from_us
 
+
+class _Sentinel:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+REMOVE: Final = _Sentinel("REMOVE")
+"""A `Dataset.corrupt` patch value: leave the key out of the record."""
+_KEEP: Final = _Sentinel("KEEP")
+
+
+@dataclass(frozen=True)
+class _Corruption:
+    patch: dict[str, Any]
+    replace: Any
+
+
 Resource = str
 Order = Literal["asc", "desc"]
 SortKey = tuple[int, str]  # (updated_at in epoch µs, id): the keyset of the list order
@@ -293,6 +313,7 @@ class Dataset:
         self.set_precision(precision)
         self._tie_fraction = tie_fraction
         self._extra: dict[str | None, dict[str, Any]] = {}
+        self._corruptions: dict[tuple[str, str], _Corruption] = {}
         if extra_fields:
             self._extra[None] = dict(extra_fields)
         self._seed = seed
@@ -514,6 +535,27 @@ class Dataset:
             active = [key[1] for key in self._stores[resource].index]
             chosen = self._rng.sample(active, min(max(count, 0), len(active)))
             return self.soft_delete(resource, chosen)
+
+    def corrupt(
+        self,
+        resource: str,
+        record_id: str,
+        patch: Mapping[str, Any] | None = None,
+        *,
+        replace: Any = _KEEP,
+    ) -> None:
+        """Serve a record damaged, in its place in the list order: keys of ``patch`` set
+        (``REMOVE`` deletes one), or the whole item replaced by ``replace`` (any JSON value).
+        For testing what a consumer of the API does with bad data; ``repair`` undoes it."""
+        _check_resource(resource)
+        with self._lock:
+            if record_id not in self._stores[resource].records:
+                raise KeyError(f"{resource}: no record {record_id!r}")
+            self._corruptions[(resource, record_id)] = _Corruption(dict(patch or {}), replace)
+
+    def repair(self, resource: str, record_id: str) -> None:
+        with self._lock:
+            self._corruptions.pop((resource, record_id), None)
 
     # ------------------------------------------------------------------ internals
     def _next_us(self) -> int:
@@ -815,6 +857,16 @@ class Dataset:
             for k, v in self._extra.get(scope, {}).items():
                 if k not in out:
                     out[k] = _render_value(v, p)
+        corruption = self._corruptions.get((resource, rec.id))
+        if corruption is None:
+            return out
+        if corruption.replace is not _KEEP:
+            return corruption.replace  # type: ignore[no-any-return]
+        for k, v in corruption.patch.items():
+            if v is REMOVE:
+                out.pop(k, None)
+            else:
+                out[k] = v
         return out
 
 

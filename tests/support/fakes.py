@@ -1,0 +1,166 @@
+"""In-memory fakes of every port of the orchestrator (producer/pipeline/ports.py)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from producer.pipeline.build import OutgoingEvent, Rejection
+from producer.pipeline.dead_letters import TOO_LARGE, DeadLetter
+from producer.pipeline.ports import Refusal, SourcePage
+from producer.sync.checkpoint import Checkpoint
+
+
+def page(
+    records: Sequence[object],
+    *,
+    has_more: bool = False,
+    next_cursor: str | None = None,
+    server_date: datetime | None = None,
+    request_id: str | None = "req-1",
+) -> SourcePage:
+    raw = [json.dumps(r).encode() for r in records]
+    return SourcePage(
+        records=list(records),
+        raw_records=raw,
+        has_more=has_more,
+        next_cursor=next_cursor,
+        api_version="2026-01-01",
+        server_date=server_date,
+        request_id=request_id,
+    )
+
+
+@dataclass
+class ListSource:
+    """Serves the given pages in order, whatever the filter; remembers the filters asked."""
+
+    pages_to_serve: list[SourcePage]
+    filters: list[str | None] = field(default_factory=list)
+
+    def pages(self, filter_gte: str | None) -> Iterator[SourcePage]:
+        self.filters.append(filter_gte)
+        yield from self.pages_to_serve
+
+
+@dataclass
+class FakeRunSink:
+    resource: str
+    run_id: str
+    owner: FakeSink
+    events: list[OutgoingEvent] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+    committed: list[Checkpoint | None] = field(default_factory=list)
+    aborted: bool = False
+
+    @property
+    def acked(self) -> int:
+        return len(self.events)
+
+    @property
+    def dead_lettered(self) -> int:
+        return len(self.letters)
+
+    def publish(self, event: OutgoingEvent) -> Rejection | None:
+        if event.key in self.owner.too_large:
+            return Rejection(TOO_LARGE, "too large", {"size": "999", "limit": "100"})
+        if event.key in self.owner.refused_by_broker:
+            self.owner.pending_refusals.append(
+                Refusal(event, Rejection(TOO_LARGE, "refused", {"size": "9", "limit": "1"}))
+            )
+            return None
+        self.events.append(event)
+        self.owner.published.append(event)
+        return None
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        if self.owner.dead_letters_fail:
+            self.owner.dead_letter_attempts += 1
+            return  # "sent"; the broker's refusal surfaces at drain
+        self.letters.append(letter)
+        self.owner.dead_letters.append(letter)
+
+    def drain(self) -> list[Refusal]:
+        if self.owner.dead_letter_attempts:
+            raise RuntimeError("1 message(s) not acknowledged: dead letter refused")
+        refused, self.owner.pending_refusals = self.owner.pending_refusals, []
+        return refused
+
+    def commit(self, checkpoint: Checkpoint | None) -> None:
+        if self.drain():
+            raise RuntimeError("refusals left")
+        self.committed.append(checkpoint)
+        if checkpoint is not None:
+            self.owner.checkpoints[checkpoint.resource] = checkpoint
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+@dataclass
+class FakeSink:
+    """Kafka as lists; `checkpoints` doubles as the CheckpointReader."""
+
+    too_large: set[str] = field(default_factory=set)
+    refused_by_broker: set[str] = field(default_factory=set)
+    dead_letters_fail: bool = False
+    published: list[OutgoingEvent] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
+    runs: list[FakeRunSink] = field(default_factory=list)
+    pending_refusals: list[Refusal] = field(default_factory=list)
+    dead_letter_attempts: int = 0
+
+    def begin(self, resource: str, run_id: str) -> FakeRunSink:
+        run = FakeRunSink(resource, run_id, self)
+        self.runs.append(run)
+        return run
+
+    def get(self, resource: str) -> Checkpoint | None:
+        return self.checkpoints.get(resource)
+
+
+@dataclass
+class FakeObserver:
+    counts: Counter[str] = field(default_factory=Counter)
+    outcomes: list[str] = field(default_factory=list)
+
+    def run_started(self, resource: str, now: float | None = None) -> None:
+        self.counts["runs_started"] += 1
+
+    def run_finished(self, resource: str, outcome: str, duration_s: float) -> None:
+        self.outcomes.append(outcome)
+
+    def add_pages(self, resource: str, n: int = 1) -> None:
+        self.counts["pages"] += n
+
+    def add_fetched(self, resource: str, n: int = 1) -> None:
+        self.counts["fetched"] += n
+
+    def add_deduplicated(self, resource: str, n: int = 1) -> None:
+        self.counts["deduplicated"] += n
+
+    def add_stale(self, resource: str, n: int = 1) -> None:
+        self.counts["stale"] += n
+
+    def add_dead_lettered(self, resource: str, reason: str, n: int = 1) -> None:
+        self.counts[f"dead_lettered:{reason}"] += n
+
+    def checkpoint_committed(self, resource: str, watermark: datetime | None) -> None:
+        self.counts["checkpoints"] += 1
+
+    def observe_server_date(
+        self, resource: str, server_date: datetime, local_now: float | None = None
+    ) -> None:
+        self.counts["server_dates"] += 1
+
+
+@dataclass
+class FakeLiveness:
+    ticks: int = 0
+
+    def tick(self) -> None:
+        self.ticks += 1

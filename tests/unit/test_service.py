@@ -1,0 +1,205 @@
+"""The orchestrator against fakes of every port: per-record outcomes, dead letters, commits."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from producer.pipeline.dead_letters import TOO_LARGE
+from producer.service import SyncService
+from producer.sync.checkpoint import Checkpoint
+from producer.sync.run import INVALID_UPDATED_AT, MISSING_ID, MISSING_UPDATED_AT, NOT_AN_OBJECT
+from tests.support.fakes import FakeLiveness, FakeObserver, FakeSink, ListSource, page
+
+NOW = 1_900_000_000.0  # 2030: after every record below
+
+
+def rec(i: int, ts: str = "2026-03-01T00:00:00Z") -> dict[str, Any]:
+    return {"id": f"c{i:03d}", "updated_at": ts, "created_at": "2026-01-01T00:00:00Z"}
+
+
+def good(first: int, count: int, second: int = 0) -> list[dict[str, Any]]:
+    return [
+        rec(i, f"2026-03-01T00:{second:02d}:{i % 60:02d}Z") for i in range(first, first + count)
+    ]
+
+
+def service(
+    source: ListSource,
+    sink: FakeSink,
+    *,
+    policy: str = "dead-letter",
+    stop: threading.Event | None = None,
+) -> tuple[SyncService, FakeObserver, FakeLiveness]:
+    observer, liveness = FakeObserver(), FakeLiveness()
+    svc = SyncService(
+        resources=["contacts"],
+        topic_for=lambda r: f"t.{r}",
+        source_for=lambda _r: source,
+        sink=sink,
+        checkpoints=sink,
+        observer=observer,
+        liveness=liveness,
+        producer_id="p1",
+        dead_letter_policy=policy,  # type: ignore[arg-type]
+        stop=stop,
+        clock=lambda: NOW,
+    )
+    return svc, observer, liveness
+
+
+BAD: list[tuple[object, str]] = [
+    ({"updated_at": "2026-03-01T00:30:00Z", "name": "no id"}, MISSING_ID),
+    ({"id": "x1", "name": "no updated_at"}, MISSING_UPDATED_AT),
+    ({"id": "x2", "updated_at": "last tuesday"}, INVALID_UPDATED_AT),
+    (["not", "an", "object"], NOT_AN_OBJECT),
+]
+
+
+@pytest.mark.parametrize(("bad", "reason"), BAD)
+def test_a_bad_record_is_dead_lettered_and_the_run_goes_on(
+    bad: object, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    pages = [
+        page([*good(0, 5), bad, *good(5, 2, 1)], has_more=True, next_cursor="n1", request_id="r1"),
+        page(good(10, 3, 2), request_id="r2"),
+    ]
+    sink = FakeSink()
+    svc, observer, liveness = service(ListSource(pages), sink)
+    with caplog.at_level(logging.WARNING):
+        report = svc.sync_once("contacts")
+    assert report.outcome == "success", report.error
+    assert [e.key for e in sink.published] == [
+        r["id"] for r in [*good(0, 5), *good(5, 2, 1), *good(10, 3, 2)]
+    ]
+    [letter] = sink.dead_letters
+    assert letter.reason == reason
+    assert json.loads(letter.value) == bad  # the record as the API sent it
+    assert (letter.request_id, letter.page, letter.position) == ("r1", 1, 5)
+    assert (letter.resource, letter.topic, letter.producer_id) == ("contacts", "t.contacts", "p1")
+    assert letter.run_id == report.run_id
+    assert letter.record_id == (bad.get("id") if isinstance(bad, dict) else None)
+    assert report.dead_lettered == 1
+    assert observer.counts[f"dead_lettered:{reason}"] == 1
+    checkpoint = sink.checkpoints["contacts"]
+    assert checkpoint.updated_at == "2026-03-01T00:02:12Z"  # moved past the bad record
+    assert liveness.ticks == 2
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "dead_letter"]
+    assert len(lines) == 1
+    assert lines[0].levelno == logging.WARNING
+    assert getattr(lines[0], "reason") == reason  # noqa: B009
+
+
+@pytest.mark.parametrize(("bad", "reason"), BAD)
+def test_policy_fail_stops_the_run_and_keeps_the_checkpoint(bad: object, reason: str) -> None:
+    previous = Checkpoint("contacts", "2026-02-01T00:00:00Z")
+    sink = FakeSink(checkpoints={"contacts": previous})
+    svc, observer, _ = service(
+        ListSource([page([*good(0, 3), bad, *good(3, 3)])]), sink, policy="fail"
+    )
+    report = svc.sync_once("contacts")
+    assert report.outcome == "failure"
+    assert report.error is not None
+    assert reason in report.error
+    assert "request req-1, page 1, position 3" in report.error
+    assert sink.dead_letters == []
+    assert sink.checkpoints["contacts"] == previous
+    assert sink.runs[0].aborted
+    assert observer.outcomes == ["failure"]
+
+
+def test_an_event_too_large_for_its_topic_is_dead_lettered_with_its_size() -> None:
+    sink = FakeSink(too_large={"c002"})
+    svc, observer, _ = service(ListSource([page(good(0, 4))]), sink)
+    report = svc.sync_once("contacts")
+    assert report.outcome == "success", report.error
+    assert [e.key for e in sink.published] == ["c000", "c001", "c003"]
+    [letter] = sink.dead_letters
+    assert (letter.reason, letter.record_id, letter.updated_at) == (
+        TOO_LARGE,
+        "c002",
+        "2026-03-01T00:00:02Z",
+    )
+    assert letter.detail == {"size": "999", "limit": "100"}
+    assert json.loads(letter.value) == rec(2, "2026-03-01T00:00:02Z")
+    assert observer.counts[f"dead_lettered:{TOO_LARGE}"] == 1
+    assert "contacts" in sink.checkpoints
+
+
+def test_an_event_the_broker_refuses_as_too_large_is_dead_lettered_before_the_commit() -> None:
+    sink = FakeSink(refused_by_broker={"c001"})
+    svc, _, _ = service(ListSource([page(good(0, 3))]), sink)
+    report = svc.sync_once("contacts")
+    assert report.outcome == "success", report.error
+    assert [letter.record_id for letter in sink.dead_letters] == ["c001"]
+    assert sink.runs[0].committed == [sink.checkpoints["contacts"]]
+
+
+def test_a_dead_letter_kafka_does_not_acknowledge_fails_the_run() -> None:
+    previous = Checkpoint("contacts", "2026-02-01T00:00:00Z")
+    sink = FakeSink(dead_letters_fail=True, checkpoints={"contacts": previous})
+    svc, _, _ = service(ListSource([page([*good(0, 2), {"id": "x"}, *good(2, 2)])]), sink)
+    report = svc.sync_once("contacts")
+    assert report.outcome == "failure"
+    assert "not acknowledged" in (report.error or "")
+    assert sink.checkpoints["contacts"] == previous
+    assert sink.runs[0].committed == []
+
+
+def test_a_stop_interrupts_between_pages_without_a_checkpoint() -> None:
+    stop = threading.Event()
+    pages = [page(good(0, 2), has_more=True, next_cursor="n1"), page(good(2, 2))]
+
+    class StoppingSource(ListSource):
+        def pages(self, filter_gte: str | None):  # type: ignore[no-untyped-def]
+            for served in super().pages(filter_gte):
+                yield served
+                stop.set()
+
+    sink = FakeSink()
+    svc, observer, _ = service(StoppingSource(pages), sink, stop=stop)
+    report = svc.sync_once("contacts")
+    assert report.outcome == "interrupted"
+    assert report.published == 2
+    assert sink.checkpoints == {}
+    assert sink.runs[0].aborted
+    assert observer.outcomes == ["interrupted"]
+
+
+def test_a_source_that_ends_before_has_more_is_false_fails_the_run() -> None:
+    sink = FakeSink()
+    svc, _, _ = service(ListSource([page(good(0, 2), has_more=True, next_cursor="n1")]), sink)
+    report = svc.sync_once("contacts")
+    assert report.outcome == "failure"
+    assert "has_more" in (report.error or "")
+    assert sink.checkpoints == {}
+
+
+def test_an_incremental_run_asks_from_the_checkpoint_and_skips_its_boundary() -> None:
+    previous = Checkpoint("contacts", "2026-03-01T00:00:01Z", frozenset({"c001"}))
+    source = ListSource([page(good(1, 3))])
+    sink = FakeSink(checkpoints={"contacts": previous})
+    svc, observer, _ = service(source, sink)
+    report = svc.sync_once("contacts")
+    assert source.filters == ["2026-03-01T00:00:01.000Z"]
+    assert [e.key for e in sink.published] == ["c002", "c003"]
+    assert [e.value["op"] for e in sink.published] == ["u", "u"]
+    assert report.stats.boundary_skipped == 1
+    assert observer.counts["deduplicated"] == 1
+
+
+def test_a_failed_run_reports_what_kafka_acknowledged() -> None:
+    sink = FakeSink()
+    pages = [
+        page(good(0, 3), has_more=True, next_cursor="n1"),
+        page(good(3, 2), has_more=True, next_cursor="n1"),  # a repeated cursor: loop guard
+    ]
+    svc, _, _ = service(ListSource(pages), sink)
+    report = svc.sync_once("contacts")
+    assert report.outcome == "failure"
+    assert "repeated" in (report.error or "")
+    assert report.published == 3
