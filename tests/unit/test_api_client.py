@@ -635,7 +635,8 @@ def test_injected_retry_policy(sleeps: list[float]) -> None:
 
 
 def test_an_item_that_is_not_an_object_is_left_to_the_sync_and_its_text_is_kept() -> None:
-    body = b'{"object":"list","data":[{"id":"a", "n":1.50},\n 7],"has_more":false,"next_cursor":null}'
+    body = b'{"object":"list","data":[{"id":"a", "n":1.50},\n 7],"has_more":false,'
+    body += b'"next_cursor":null}'
     page = parse_page("contacts", 200, {"content-type": "application/json"}, body)
     assert page.records == [{"id": "a", "n": 1.5}, 7]
     assert page.body == body
