@@ -1,4 +1,4 @@
-"""Wires the real adapters from `Settings`: topics, registry, publisher, checkpoints, API."""
+"""Wires the real adapters from `Settings`: topics, registry, sink, checkpoints, API."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from producer.api.source import ApiSource
 from producer.config import Settings
 from producer.kafka.admin import TopicSpec, ensure_compacted, ensure_topics, topic_config
 from producer.kafka.checkpoints import CheckpointStore
-from producer.kafka.publisher import KafkaSink, TopicTarget, new_producer
+from producer.kafka.publisher import DeliveryObserver, KafkaSink, TopicTarget, new_producer
 from producer.observability.health import HealthState, default_liveness_timeout
 from producer.observability.metrics import ProducerMetrics
 from producer.service import RunInterruptedError, SyncService
@@ -113,6 +113,30 @@ def effective_targets(
     return targets, dead_letters
 
 
+def open_sink(
+    settings: Settings, admin: AdminClient, observer: DeliveryObserver
+) -> tuple[KafkaSink, CheckpointStore]:
+    """Topics, producer, registered schemas and checkpoints: everything that writes to Kafka."""
+    ensure_topics(admin, topic_specs(settings))
+    targets, dead_letter_target = effective_targets(admin, settings)
+    largest = max(t.max_message_bytes for t in [*targets.values(), dead_letter_target])
+    producer = new_producer(settings.kafka_config(), message_max_bytes=largest)
+    registry = SchemaRegistryClient(settings.registry_config())
+    store = open_checkpoint_store(settings, producer)
+    sink = KafkaSink(
+        producer,
+        registry,
+        targets=targets,
+        schemas={r: schemas.schema_str(r) for r in settings.resources},
+        dead_letter=dead_letter_target,
+        checkpoints=store,
+        observer=observer,
+        producer_id=settings.producer_id,
+    )
+    sink.register_schemas()
+    return sink, store
+
+
 def build_app(
     settings: Settings,
     *,
@@ -123,26 +147,10 @@ def build_app(
     """Connect everything; `metrics`/`health` may already be served while this runs."""
     stop = stop or threading.Event()
     credentials = settings.require_credentials()
-    kafka_config = settings.kafka_config()
-    admin = AdminClient(kafka_config)
-    ensure_topics(admin, topic_specs(settings))
-    targets, dead_letter_target = effective_targets(admin, settings)
-    largest = max(t.max_message_bytes for t in [*targets.values(), dead_letter_target])
-    producer = new_producer(kafka_config, message_max_bytes=largest)
-    registry = SchemaRegistryClient(settings.registry_config())
-    store = open_checkpoint_store(settings, producer)
     metrics = metrics or ProducerMetrics(settings.resources)
-    sink = KafkaSink(
-        producer,
-        registry,
-        targets=targets,
-        schemas={r: schemas.schema_str(r) for r in settings.resources},
-        dead_letter=dead_letter_target,
-        checkpoints=store,
-        observer=metrics,
-        producer_id=settings.producer_id,
-    )
-    sink.register_schemas()
+    admin = AdminClient(settings.kafka_config())
+    sink, store = open_sink(settings, admin, metrics)
+    registry = sink.registry
 
     for resource, checkpoint in store.all().items():
         if resource in settings.resources and checkpoint.instant is not None:

@@ -52,6 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument(
         "--to", default=None, help="replay from this ISO-8601 instant (default: full export)"
     )
+    letters = command("dead-letters", "count the dead letters by resource and reason")
+    letters.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    letter_actions = letters.add_subparsers(dest="action")
+    redrive = letter_actions.add_parser(
+        "redrive",
+        help="publish the dead-lettered records that now convert (after a fix or an upgrade)",
+        description="publish the dead-lettered records that now convert; never a version "
+        "older than, or equal to, the one already on the change topic",
+    )
+    add_flags(redrive)
+    redrive.add_argument("--resource", action="append", help="only this resource (repeatable)")
+    redrive.add_argument("--reason", action="append", help="only this reason (repeatable)")
     commands.add_parser("simulator", help="run the AskElephant API simulator", add_help=False)
     demo = commands.add_parser("demo", help="end-to-end demo on a local broker and simulator")
     demo.add_argument("--records", type=int, default=300, help="records per resource")
@@ -78,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_sync(settings, args.resource)
         if args.command == "checkpoints":
             return cmd_checkpoints(settings, as_json=args.json)
+        if args.command == "dead-letters" and args.action == "redrive":
+            return cmd_redrive(settings, args.resource, args.reason)
+        if args.command == "dead-letters":
+            return cmd_dead_letters(settings, as_json=args.json)
         return cmd_reset(settings, args.resource, args.to)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -251,4 +267,84 @@ def cmd_reset(settings: Settings, resource: str, to: str | None) -> int:
     store.commit(checkpoint)
     before = previous.updated_at if previous else "none"
     print(f"{resource}: checkpoint reset from {before} to {to or 'a full export'}")
+    return 0
+
+
+def cmd_dead_letters(settings: Settings, *, as_json: bool) -> int:
+    from producer.redrive import count_by_resource_and_reason, read_dead_letters
+
+    letters = [
+        letter
+        for letter in read_dead_letters(settings.kafka_config(), settings.dead_letter_topic)
+        if letter.producer_id == settings.producer_id
+    ]
+    counts = count_by_resource_and_reason(letters)
+    if as_json:
+        rows = [{"resource": r, "reason": x, "count": n} for (r, x), n in counts.items()]
+        print(json.dumps({"topic": settings.dead_letter_topic, "dead_letters": rows}, indent=2))
+        return 0
+    if not counts:
+        print(f"no dead letters on {settings.dead_letter_topic}")
+        return 0
+    table = [(r, x, str(n)) for (r, x), n in counts.items()]
+    print(_table(("resource", "reason", "count"), table))
+    return 0
+
+
+def cmd_redrive(settings: Settings, resources: list[str] | None, reasons: list[str] | None) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    from producer.app import open_sink
+    from producer.observability.metrics import ProducerMetrics
+    from producer.redrive import newest_versions, read_dead_letters, redrive
+
+    chosen = resources or list(settings.resources)
+    unknown = sorted(set(chosen) - set(settings.resources))
+    if unknown:
+        raise ConfigError(f"--resource {unknown} is not in RESOURCES ({settings.resources})")
+    letters = [
+        letter
+        for letter in read_dead_letters(settings.kafka_config(), settings.dead_letter_topic)
+        if letter.producer_id == settings.producer_id
+        and letter.resource in chosen
+        and (not reasons or letter.reason in reasons)
+    ]
+    sink, _store = open_sink(
+        settings, AdminClient(settings.kafka_config()), ProducerMetrics(settings.resources)
+    )
+    try:
+        keys: dict[str, set[str]] = {}
+        for letter in letters:
+            if letter.record_id:
+                keys.setdefault(letter.resource, set()).add(letter.record_id)
+        newest = {
+            resource: newest_versions(
+                settings.kafka_config(), sink.registry, settings.topic_for(resource), ids
+            )
+            for resource, ids in keys.items()
+        }
+        report = redrive(
+            letters,
+            sink=sink,
+            topic_for={r: settings.topic_for(r) for r in chosen},
+            producer_id=settings.producer_id,
+            newest_on_topic=newest,
+            now_ms=int(time.time() * 1000),
+        )
+    finally:
+        sink.close(10.0)
+    rows = [
+        (r, str(report.published[r]), str(report.skipped[r]))
+        for r in sorted(set(report.published) | set(report.skipped))
+    ]
+    print(_table(("resource", "published", "skipped (already there or newer)"), rows))
+    for (resource, reason), n in sorted(report.still_failing.items()):
+        print(f"{resource}: {n} record(s) still cannot be published ({reason})")
+    log.info(
+        "redrive: %d published, %d skipped, %d still failing",
+        sum(report.published.values()),
+        sum(report.skipped.values()),
+        sum(report.still_failing.values()),
+        extra={"event": "redrive"},
+    )
     return 0

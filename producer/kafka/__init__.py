@@ -1,1 +1,1 @@
-"""Thin Kafka adapters: topics, the event publisher and the checkpoint store."""
+"""Thin Kafka adapters: topics, the sink (events, dead letters) and the checkpoint store."""

@@ -101,11 +101,14 @@ class DeadLetter:
 
     @classmethod
     def from_message(
-        cls, value: bytes | None, headers: Sequence[tuple[str, bytes | str | None]] | None
+        cls,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | str | None]] | Mapping[str, bytes | str | None] | None,
     ) -> DeadLetter:
         """Read a dead letter back from a Kafka message of the dead-letter topic."""
         found: dict[str, str] = {}
-        for name, raw in headers or []:
+        pairs = headers.items() if isinstance(headers, Mapping) else headers or []
+        for name, raw in pairs:
             if raw is not None:
                 found[name] = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         return cls(

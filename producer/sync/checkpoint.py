@@ -37,6 +37,9 @@ class Checkpoint:
     ahead: frozenset[tuple[str, Micros]] = frozenset()
     """Published versions later than `updated_at` (ids with their instants)."""
     boundary_complete: bool = True
+    rejected: frozenset[str] = frozenset()
+    """Fingerprints (`producer.sync.run.fingerprint`) of the records the run rejected: the
+    replay skips them instead of dead-lettering them again."""
     run_id: str = ""
     completed_at: str = ""
     record_count: int = 0
@@ -81,6 +84,7 @@ class Checkpoint:
                 "boundary_ids": sorted(self.boundary_ids),
                 "ahead": [[i, format_instant(t)] for i, t in sorted(self.ahead)],
                 "boundary_complete": self.boundary_complete,
+                "rejected": sorted(self.rejected),
                 "run_id": self.run_id,
                 "completed_at": self.completed_at,
                 "record_count": self.record_count,
@@ -106,6 +110,7 @@ class Checkpoint:
             "boundary_ids",
             "ahead",
             "boundary_complete",
+            "rejected",
             "run_id",
             "completed_at",
             "record_count",
@@ -130,8 +135,12 @@ class Checkpoint:
                 for p in ahead
             ):
                 raise CheckpointFormatError("ahead must be a list of [id, updated_at] pairs")
+            rejected = body.get("rejected", [])
+            if not isinstance(rejected, list) or not all(isinstance(r, str) for r in rejected):
+                raise CheckpointFormatError("rejected must be a list of strings")
             return cls(
                 resource=resource,
+                rejected=frozenset(rejected),
                 updated_at=updated_at,
                 boundary_ids=frozenset(ids),
                 ahead=frozenset((i, instant_micros(t)) for i, t in ahead),

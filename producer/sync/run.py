@@ -32,6 +32,8 @@ They never move the checkpoint.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -89,6 +91,13 @@ def identify(record: object) -> Identity | Unplaceable:
     return Identity(record_id, updated_at, instant)
 
 
+def fingerprint(record: object) -> str:
+    """A stable digest of a record's content: what recognises a rejected record replayed by
+    the next run's `gte` (it has no usable (id, updated_at) to recognise it by)."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+
 def _utf8(text: str) -> bool:
     """False for lone surrogates (json.loads accepts "\\ud800"; no Kafka key can hold one)."""
     try:
@@ -133,10 +142,12 @@ class RunStats:
     duplicates_in_run: int = 0
     stale: int = 0
     rejected: int = 0
+    rejected_replayed: int = 0
+    """Rejected records the previous run already rejected (already dead-lettered)."""
 
     @property
     def deduplicated(self) -> int:
-        return self.boundary_skipped + self.duplicates_in_run
+        return self.boundary_skipped + self.duplicates_in_run + self.rejected_replayed
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,8 @@ class SyncRun:
         self.done = False
         self._start: Micros | None = checkpoint.instant if checkpoint is not None else None
         self._cursors_used: set[str] = set()
+        self._rejected_seen: set[str] = set()
+        """Fingerprints of the records this run rejected (or found rejected before)."""
         self._seen: set[tuple[str, Micros]] = set()
         """Every placeable version the API returned in this run, published or skipped."""
         self._newest: tuple[Micros, str] | None = None
@@ -208,8 +221,16 @@ class SyncRun:
         for position, record in enumerate(records):
             outcome = self._accept_record(record, position)
             if isinstance(outcome, Unplaceable):
-                page = self.stats.pages
-                rejected.append(Rejected(page, position, outcome.reason, outcome.message, record))
+                digest = fingerprint(record)
+                known = self.previous is not None and digest in self.previous.rejected
+                if known or digest in self._rejected_seen:
+                    self.stats.rejected_replayed += 1
+                else:
+                    page = self.stats.pages
+                    rejected.append(
+                        Rejected(page, position, outcome.reason, outcome.message, record)
+                    )
+                self._rejected_seen.add(digest)
             elif outcome is not None:
                 accepted.append(outcome)
         self.stats.accepted += len(accepted)
@@ -278,12 +299,20 @@ class SyncRun:
         at_boundary = frozenset(i for i, t in self._seen if t == instant)
         ahead = frozenset((i, t) for i, t in self._seen if t > instant)
         complete = len(at_boundary) + len(ahead) <= self.max_boundary_ids
+        # Rejected records' fingerprints ride along so the replay does not dead-letter them
+        # again; too many, and none are kept (a repeated dead letter, never a lost one).
+        rejected = (
+            frozenset(self._rejected_seen)
+            if len(self._rejected_seen) <= self.max_boundary_ids
+            else frozenset()
+        )
         if (
             previous is not None
             and start == instant
             and previous.reset_by is None
             and previous.boundary_complete == complete
             and (not complete or (previous.boundary_ids, previous.ahead) == (at_boundary, ahead))
+            and previous.rejected == rejected
         ):
             return None
         return Checkpoint(
@@ -292,6 +321,7 @@ class SyncRun:
             boundary_ids=at_boundary if complete else frozenset(),
             ahead=ahead if complete else frozenset(),
             boundary_complete=complete,
+            rejected=rejected,
             run_id=run_id,
             completed_at=completed_at,
             record_count=published,

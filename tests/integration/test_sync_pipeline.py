@@ -134,9 +134,9 @@ def test_a_client_error_fails_the_run_and_keeps_the_checkpoint(
 def test_undelivered_events_never_move_the_checkpoint(
     make_app: Callable[..., App], sim: Simulator
 ) -> None:
-    app = make_app()
+    app = make_app(KAFKA_DELIVERY_TIMEOUT_MS="4000")
     admin = AdminClient(app.settings.kafka_config())
-    # Events are far larger than this topic accepts: the broker rejects every one.
+    # acks=all on a single broker cannot reach 2 in-sync replicas: no event is acknowledged.
     topic = app.settings.topic_for("engagements")
     from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
@@ -144,7 +144,7 @@ def test_undelivered_events_never_move_the_checkpoint(
         ConfigResource.Type.TOPIC,
         topic,
         incremental_configs=[
-            ConfigEntry("max.message.bytes", "200", incremental_operation=AlterConfigOpType.SET)
+            ConfigEntry("min.insync.replicas", "2", incremental_operation=AlterConfigOpType.SET)
         ],
     )
     admin.incremental_alter_configs([resource])[resource].result()
@@ -152,6 +152,7 @@ def test_undelivered_events_never_move_the_checkpoint(
     assert report.outcome == "failure"
     assert report.error is not None
     assert "not acknowledged" in report.error
+    assert report.published == 0
     assert app.store.get("engagements") is None
     assert open_checkpoint_store(app.settings).get("engagements") is None
 
@@ -220,12 +221,12 @@ def test_an_unreadable_checkpoint_is_an_error_not_a_restart(
     from producer.sync.checkpoint import CheckpointFormatError
 
     app = make_app()
-    app.publisher.producer.produce(
+    app.sink.producer.produce(
         app.settings.checkpoint_topic,
         key=f"{app.settings.producer_id}/contacts".encode(),
         value=b"{not json",
     )
-    app.publisher.producer.flush(10)
+    app.sink.producer.flush(10)
     with pytest.raises(CheckpointFormatError, match="unreadable"):
         open_checkpoint_store(app.settings)
 

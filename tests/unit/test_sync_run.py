@@ -219,3 +219,30 @@ def test_without_a_date_header_the_producers_clock_caps_the_checkpoint() -> None
     assert cp is not None
     assert cp.instant == started - CLOCK_MARGIN_US
     assert cp.ahead == {("a", instant_micros("2026-03-03T00:00:30Z"))}
+
+
+def test_a_rejected_record_replayed_by_the_next_run_is_not_rejected_again() -> None:
+    bad = {"id": "x", "updated_at": "last tuesday"}
+    started = instant_micros("2026-03-03T00:00:00Z")
+    run = SyncRun("users", None, started_at=started)
+    first = run.accept_page(
+        [rec("a", "2026-03-01T00:00:00Z"), bad, rec("b", "2026-03-03T00:00:00Z")],
+        has_more=False,
+        next_cursor=None,
+    )
+    assert len(first.rejected) == 1
+    cp = run.checkpoint_after(run_id="r", completed_at="now", published=2)
+    assert cp is not None
+    assert len(cp.rejected) == 1
+    assert Checkpoint.from_json(cp.to_json()) == cp
+    # the cap put b (and the bad record, served next to it) in the replay window
+    replay = SyncRun("users", cp, started_at=LATER)
+    again = replay.accept_page(
+        [bad, rec("b", "2026-03-03T00:00:00Z")], has_more=False, next_cursor=None
+    )
+    assert (again.rejected, again.accepted) == ([], [])
+    assert replay.stats.rejected_replayed == 1
+    # a changed bad record is new content: rejected (dead-lettered) again
+    changed = SyncRun("users", cp, started_at=LATER)
+    result = changed.accept_page([{**bad, "name": "new"}], has_more=False, next_cursor=None)
+    assert len(result.rejected) == 1
