@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -204,3 +206,36 @@ def test_redrive_publishes_what_now_fits_once_and_never_a_stale_version(
     stale_sizes = [len(e.value["after"]["description"] or "") for e in events if e.key == stale]
     assert 3_000_000 not in stale_sizes  # the dead-lettered (older) version never appears
     assert events[-1].key == fixed  # nothing after it
+
+
+def test_an_event_the_broker_refuses_as_too_large_is_dead_lettered_and_a_restart_knows_the_limit(
+    make_env: Callable[..., dict[str, str]],
+    make_app: Callable[..., App],
+    sim: Simulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = make_env(RESOURCES="engagements")
+    app = make_app(**env)
+    assert app.service.sync_once("engagements").outcome == "success"
+    [big] = sim.dataset.ids("engagements")[:1]
+    # 200 kB that zstd cannot shrink below the broker's limit (the broker checks compressed)
+    noise = base64.b64encode(os.urandom(150_000)).decode()
+    sim.dataset.corrupt("engagements", big, {"description": noise})
+    sim.dataset.update("engagements", [big])
+    topic = app.settings.topic_for("engagements")
+    # someone lowered the topic's limit behind the producer's back
+    alter_topic(app, topic, "max.message.bytes", "100000")
+    report = app.service.sync_once("engagements")
+    assert report.outcome == "success", report.error
+    [letter] = dead_letters(app)
+    assert (letter.reason, letter.record_id) == (TOO_LARGE, big)
+    assert letter.detail["limit"] == str(app.settings.max_message_bytes_for("engagements"))
+
+    with caplog.at_level(logging.WARNING, logger="producer.app"):
+        restarted = make_app(**env)
+    assert any("max.message.bytes=100000" in r.getMessage() for r in caplog.records)
+    sim.dataset.update("engagements", [big])
+    again = restarted.service.sync_once("engagements")
+    assert again.outcome == "success", again.error
+    letters = dead_letters(app)
+    assert [(x.reason, x.detail["limit"]) for x in letters[1:]] == [(TOO_LARGE, "100000")]
