@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from confluent_kafka import Producer
@@ -55,10 +55,12 @@ class App:
     _clients: dict[str, ApiClient] = field(default_factory=dict)
 
     def close(self, flush_timeout_s: float = 5.0) -> int:
-        """Flush what was produced; returns the number of messages left undelivered."""
+        """Flush what was produced, then close the API clients (a request still in flight
+        fails and its run commits nothing); returns the messages left unacknowledged."""
+        left = self.sink.close(flush_timeout_s)
         for client in self._clients.values():
             client.close()
-        return self.sink.close(flush_timeout_s)
+        return left
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -84,13 +86,17 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def effective_targets(
-    admin: AdminClient, settings: Settings
+    admin: AdminClient, settings: Settings, created: Collection[str] = ()
 ) -> tuple[dict[str, TopicTarget], TopicTarget]:
     """Per resource, the change topic and the largest event it accepts; and the dead-letter
     topic's. An existing topic created with a lower `max.message.bytes` than configured keeps
-    its own (the producer does not alter topics it did not create): a WARNING says so."""
+    its own (the producer does not alter topics it did not create): a WARNING says so.
+    Topics in `created` were just created with the configured limit: not asked again (a
+    topic's config can be unknown to the broker for a moment after its creation)."""
 
     def target(topic: str, configured: int) -> TopicTarget:
+        if topic in created:
+            return TopicTarget(topic, configured)
         actual = topic_config(admin, topic).get("max.message.bytes")
         limit = configured
         if actual is not None and actual.isdigit() and int(actual) < configured:
@@ -114,11 +120,14 @@ def effective_targets(
 
 
 def open_sink(
-    settings: Settings, admin: AdminClient, observer: DeliveryObserver
+    settings: Settings,
+    admin: AdminClient,
+    observer: DeliveryObserver,
+    stop: threading.Event | None = None,
 ) -> tuple[KafkaSink, CheckpointStore]:
     """Topics, producer, registered schemas and checkpoints: everything that writes to Kafka."""
-    ensure_topics(admin, topic_specs(settings))
-    targets, dead_letter_target = effective_targets(admin, settings)
+    created = ensure_topics(admin, topic_specs(settings))
+    targets, dead_letter_target = effective_targets(admin, settings, created)
     largest = max(t.max_message_bytes for t in [*targets.values(), dead_letter_target])
     producer = new_producer(settings.kafka_config(), message_max_bytes=largest)
     registry = SchemaRegistryClient(settings.registry_config())
@@ -132,6 +141,7 @@ def open_sink(
         checkpoints=store,
         observer=observer,
         producer_id=settings.producer_id,
+        stop=stop,
     )
     sink.register_schemas()
     return sink, store
@@ -149,12 +159,13 @@ def build_app(
     credentials = settings.require_credentials()
     metrics = metrics or ProducerMetrics(settings.resources)
     admin = AdminClient(settings.kafka_config())
-    sink, store = open_sink(settings, admin, metrics)
+    sink, store = open_sink(settings, admin, metrics, stop)
     registry = sink.registry
 
     for resource, checkpoint in store.all().items():
         if resource in settings.resources and checkpoint.instant is not None:
             metrics.set_watermark(resource, from_micros(checkpoint.instant))
+            metrics.complete_up_to(resource, from_micros(checkpoint.instant))
     metrics.set_queue_length_source(sink.queue_length)
 
     health = health or new_health(settings)
@@ -198,7 +209,10 @@ def build_app(
 
 
 def new_health(settings: Settings) -> HealthState:
-    return HealthState(liveness_timeout_s=default_liveness_timeout(settings.poll_interval_seconds))
+    return HealthState(
+        liveness_timeout_s=default_liveness_timeout(settings.poll_interval_seconds),
+        stall_timeout_s=settings.liveness_stall_seconds,
+    )
 
 
 def _kafka_probe(admin: AdminClient) -> Callable[[], tuple[bool, str]]:

@@ -27,6 +27,10 @@ from producer.sync.timestamps import InvalidTimestampError, parse_instant
 
 log = logging.getLogger("producer")
 EXIT_CONFIG = 2
+SHUTDOWN_JOIN_S = 5.0
+"""How long `run` waits for the sync workers after SIGTERM/SIGINT."""
+SHUTDOWN_BUDGET_S = 8.5
+"""Signal to exit, flush included: under the README's 10 s, with room for the interpreter."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,9 +110,11 @@ def cmd_run(settings: Settings) -> int:
     from producer.observability.server import ObservabilityServer
 
     stop = threading.Event()
+    stop_requested: list[float] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
+        stop_requested.append(time.monotonic())
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -128,9 +134,17 @@ def cmd_run(settings: Settings) -> int:
         log.info(
             "polling %s every %gs", ",".join(settings.resources), settings.poll_interval_seconds
         )
-        app.service.run_forever()
-        left = app.close(flush_timeout_s=1.5)
-        log.info("stopped (%d message(s) left undelivered)", left)
+        busy = app.service.run_forever(join_timeout_s=SHUTDOWN_JOIN_S)
+        # One budget from the signal on: what the workers did not use, the flush may.
+        since = time.monotonic() - (stop_requested[0] if stop_requested else time.monotonic())
+        left = app.close(flush_timeout_s=max(0.5, SHUTDOWN_BUDGET_S - since))
+        log.info(
+            "stopped: %d message(s) left unacknowledged by Kafka%s; unfinished runs "
+            "committed no checkpoint",
+            left,
+            f", still busy: {', '.join(busy)}" if busy else "",
+            extra={"event": "stopped", "unacknowledged": left, "busy_workers": busy},
+        )
     finally:
         if server is not None:
             server.stop()

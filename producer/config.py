@@ -90,6 +90,11 @@ SETTINGS: tuple[Option, ...] = (
         "16777216",
         "largest dead letter, also `max.message.bytes` of the dead-letter topic",
     ),
+    Option(
+        "LIVENESS_STALL_SECONDS",
+        "600",
+        "a sync worker silent this long fails /healthz (well above HTTP timeout x retries)",
+    ),
     Option("METRICS_PORT", "9108", "port of /metrics, /healthz and /readyz (0: off)"),
     Option("LOG_FORMAT", "auto", "auto (json unless a terminal), json or text"),
     Option("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
@@ -122,6 +127,7 @@ class Settings:
     max_message_bytes: Mapping[str, int] = field(default_factory=dict)
     """Per resource, with the default under the key `*`."""
     dead_letter_max_message_bytes: int = 16_777_216
+    liveness_stall_seconds: float = 600.0
     kafka_properties: Mapping[str, str] = field(default_factory=dict)
     """Extra librdkafka properties from `KAFKA_<PROPERTY>` variables (values may be secret)."""
 
@@ -281,5 +287,6 @@ def load_settings(
         dead_letter_max_message_bytes=_number(
             raw, "DEAD_LETTER_MAX_MESSAGE_BYTES", int, *MESSAGE_BYTES_RANGE
         ),
+        liveness_stall_seconds=_number(raw, "LIVENESS_STALL_SECONDS", float, 10, 86_400),
         kafka_properties=_kafka_properties(environ),
     )

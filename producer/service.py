@@ -35,6 +35,10 @@ from producer.sync.timestamps import from_micros, to_micros
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_JOIN_S: Final = 5.0
+"""How long `run_forever` waits for the workers after a stop: with the flush after it, the
+process ends within 10 s of SIGTERM (README)."""
+
 DeadLetterPolicy = Literal["dead-letter", "fail"]
 DEAD_LETTER_POLICIES: Final = ("dead-letter", "fail")
 
@@ -145,6 +149,8 @@ class SyncService:
                 run_id=run_id, completed_at=completed, published=sink.acked
             )
             sink.commit(checkpoint)
+            if run.horizon is not None:
+                self.observer.complete_up_to(resource, from_micros(run.horizon))
             if checkpoint is not None:
                 report.checkpoint_after = checkpoint.updated_at
                 newest = run.newest_instant
@@ -159,6 +165,8 @@ class SyncService:
         except Exception as exc:  # one resource's failure must not stop the others
             sink.abort()
             report.error = f"{type(exc).__name__}: {exc}"
+            if self.stop.is_set():  # e.g. a wait for Kafka cut short by the shutdown
+                report.outcome = "interrupted"
             log.debug("run of %s failed", resource, exc_info=True)
         finally:
             report.published = sink.acked
@@ -179,7 +187,7 @@ class SyncService:
             if self.stop.is_set():
                 raise RunInterruptedError
             self._take_page(run, run_id, sink, page)
-            self.liveness.tick()
+            self.liveness.progress(run.resource)
             if progress is not None:
                 progress(run.resource, run.stats, sink.acked)
             if run.done:
@@ -314,8 +322,11 @@ class SyncService:
 
     # ------------------------------------------------------------------ the loop
 
-    def run_forever(self) -> None:
-        """One thread per resource, each on its own schedule; returns after `stop` is set."""
+    def run_forever(self, join_timeout_s: float = SHUTDOWN_JOIN_S) -> list[str]:
+        """One thread per resource, each on its own schedule, until `stop` is set; then
+        wait at most `join_timeout_s` in all for the workers. Returns the workers still
+        busy then (a request or a Kafka wait in flight): they are daemon threads, and
+        whatever they had not finished commits no checkpoint."""
         threads = [
             threading.Thread(target=self._loop, args=(r,), name=f"sync-{r}", daemon=True)
             for r in self.resources
@@ -324,15 +335,24 @@ class SyncService:
             thread.start()
         while not self.stop.wait(1.0):
             self.liveness.tick()
-        for thread in threads:
-            thread.join(timeout=8.0)
+        deadline = time.monotonic() + join_timeout_s
+        for thread in threads:  # one deadline for all, not one per thread
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        return [t.name for t in threads if t.is_alive()]
 
     def _loop(self, resource: str) -> None:
+        self.liveness.progress(resource)
         while not self.stop.is_set():
             started = time.monotonic()
             self.sync_once(resource)
-            delay = self.poll_interval_s - (time.monotonic() - started)
-            self.stop.wait(max(delay, 0.0))
+            self.liveness.progress(resource)
+            next_run = started + self.poll_interval_s
+            # waiting for the next run is progress too: report it at least every 10 s
+            while not self.stop.wait(max(0.0, min(next_run - time.monotonic(), 10.0))):
+                self.liveness.progress(resource)
+                if time.monotonic() >= next_run:
+                    break
+        self.liveness.worker_done(resource)
 
 
 def _record_id_of(record: object) -> str | None:

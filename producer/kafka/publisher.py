@@ -14,6 +14,7 @@ the producer was told): `drain` hands those back as refusals to dead-letter the 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,8 @@ from producer.pipeline.dead_letters import SCHEMA_MISMATCH, TOO_LARGE, DeadLette
 from producer.pipeline.ports import Refusal
 from producer.sync.checkpoint import Checkpoint
 
+log = logging.getLogger(__name__)
+
 PRODUCER_REQUIRED: Final = {"enable.idempotence": "true", "acks": "all"}
 """Not overridable: the checkpoint guarantee rests on them."""
 PRODUCER_DEFAULTS: Final = {
@@ -41,6 +44,8 @@ PRODUCER_DEFAULTS: Final = {
 RECORD_OVERHEAD_BYTES: Final = 512
 """Room kept under a topic's `max.message.bytes` for the record batch framing and headers
 that the size check does not count exactly."""
+STALL_WARNING_S: Final = 5.0
+"""A wait for acknowledgements longer than this logs a WARNING (and again every as long)."""
 DRAIN_TIMEOUT_S: Final = 180.0
 """Longer than `delivery.timeout.ms`: librdkafka reports every message by then."""
 
@@ -59,6 +64,10 @@ def new_producer(
 
 class DeliveryError(RuntimeError):
     """Kafka did not acknowledge one or more messages of a run."""
+
+
+class DeliveryInterruptedError(DeliveryError):
+    """The service is stopping: the wait for Kafka was cut short (nothing is committed)."""
 
 
 class CheckpointWriter(Protocol):
@@ -108,8 +117,10 @@ class KafkaSink:
         checkpoints: CheckpointWriter,
         observer: DeliveryObserver,
         producer_id: str,
+        stop: threading.Event | None = None,
     ) -> None:
-        """`targets` and `schemas` are keyed by resource (schema: Avro JSON of its events)."""
+        """`targets` and `schemas` are keyed by resource (schema: Avro JSON of its events);
+        `stop` cuts waits for Kafka short when the service stops."""
         self.producer = producer
         self.registry = registry
         self.targets = dict(targets)
@@ -119,6 +130,7 @@ class KafkaSink:
         self.producer_id = producer_id
         self._schemas = dict(schemas)
         self._serializers: dict[str, AvroSerializer] = {}
+        self.stop = stop or threading.Event()
 
     def register_schemas(self) -> dict[str, int]:
         """Register every value schema (TopicNameStrategy); fail fast if incompatible."""
@@ -152,6 +164,10 @@ class KafkaSink:
                 )
                 break
             except BufferError:  # local queue full: serve callbacks, then try again
+                if self.stop.is_set():
+                    raise DeliveryInterruptedError(
+                        "stopping while the producer queue is full"
+                    ) from None
                 self.producer.poll(0.1)
         self.producer.poll(0)
 
@@ -288,9 +304,25 @@ class KafkaRunSink:
             raise DeliveryError(f"dead letter to {target.topic} refused: {exc}") from None
 
     def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> list[Refusal]:
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline, next_warning = started + timeout_s, started + STALL_WARNING_S
         while self.unacknowledged > 0 and time.monotonic() < deadline:
+            if self._sink.stop.is_set():
+                raise DeliveryInterruptedError(
+                    f"stopping with {self.unacknowledged} message(s) of {self.resource} "
+                    "not yet acknowledged"
+                )
             self._sink.producer.poll(0.1)
+            if time.monotonic() >= next_warning:  # a broker stall is visible while it lasts
+                next_warning += STALL_WARNING_S
+                log.warning(
+                    "Kafka has not acknowledged %d message(s) of %s for %.0fs; still waiting "
+                    "(check the brokers at bootstrap.servers)",
+                    self.unacknowledged,
+                    self.resource,
+                    time.monotonic() - started,
+                    extra={"component": "kafka", "resource": self.resource},
+                )
         errors = self._events.errors + self._letters.errors
         if errors:
             shown = "; ".join(errors[:3])

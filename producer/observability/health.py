@@ -1,9 +1,12 @@
 """Liveness and readiness state served on ``/healthz`` and ``/readyz``.
 
-* Liveness: the polling loop calls :meth:`HealthState.tick` on every iteration (and,
-  ideally, once per page during long runs). The process is live while the last tick is
-  at most ``liveness_timeout_s`` old; a stuck loop fails it. Construction counts as the
-  first tick, so start-up gets one full timeout of grace.
+* Liveness: the main loop calls :meth:`HealthState.tick` on every iteration; the process
+  is live while the last tick is at most ``liveness_timeout_s`` old. Each sync worker (one
+  thread per resource) reports its own progress with :meth:`HealthState.progress` (per
+  page, per run, and while it waits for its next run); a worker silent for more than
+  ``stall_timeout_s`` (``LIVENESS_STALL_SECONDS``) fails liveness with a check named after
+  it, e.g. a thread blocked for good in a socket read. Construction counts as the first
+  tick, and a worker's registration as its first progress, so start-up gets grace.
 * Readiness: named checks, each a callable returning ``(ok, detail)`` (e.g. "kafka",
   "schema_registry", "checkpoints_loaded"). A result is cached for ``cache_ttl_s`` so a
   scrape storm does not hammer Kafka, and concurrent callers share one evaluation. A
@@ -29,6 +32,8 @@ __all__ = ["Check", "CheckResult", "HealthReport", "HealthState", "default_liven
 Check = Callable[[], tuple[bool, str]]
 
 MIN_LIVENESS_TIMEOUT_S: Final = 120.0
+DEFAULT_STALL_TIMEOUT_S: Final = 600.0
+"""Well above one API request's worst case (HTTP timeout 30 s plus up to 300 s of retries)."""
 
 
 def default_liveness_timeout(poll_interval_s: float) -> float:
@@ -97,13 +102,18 @@ class HealthState:
         self,
         *,
         liveness_timeout_s: float = MIN_LIVENESS_TIMEOUT_S,
+        stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
         cache_ttl_s: float = 5.0,
         check_timeout_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if liveness_timeout_s <= 0:
             raise ValueError("liveness_timeout_s must be > 0")
+        if stall_timeout_s <= 0:
+            raise ValueError("stall_timeout_s must be > 0")
         self.liveness_timeout_s = liveness_timeout_s
+        self.stall_timeout_s = stall_timeout_s
+        self._workers: dict[str, float] = {}
         self.cache_ttl_s = cache_ttl_s
         self.check_timeout_s = check_timeout_s
         self._clock = clock
@@ -120,6 +130,17 @@ class HealthState:
         with self._lock:
             self._last_tick = now
             self._ticks += 1
+
+    def progress(self, worker: str) -> None:
+        """Worker `worker` is making progress (registers it on the first call)."""
+        now = self._clock()
+        with self._lock:
+            self._workers[worker] = now
+
+    def worker_done(self, worker: str) -> None:
+        """The worker ended on purpose (shutdown): it is no longer watched."""
+        with self._lock:
+            self._workers.pop(worker, None)
 
     def seconds_since_tick(self) -> float:
         with self._lock:
@@ -139,7 +160,18 @@ class HealthState:
         )
         if not ok:
             detail = "polling loop stuck: " + detail
-        return HealthReport({"loop": CheckResult(ok, detail)})
+        checks = {"loop": CheckResult(ok, detail)}
+        now = self._clock()
+        with self._lock:
+            workers = sorted(self._workers.items())
+        for worker, last in workers:
+            silent = max(0.0, now - last)
+            fine = silent <= self.stall_timeout_s
+            text = (
+                f"last progress {silent:.1f}s ago (LIVENESS_STALL_SECONDS {self.stall_timeout_s:g})"
+            )
+            checks[f"worker:{worker}"] = CheckResult(fine, text if fine else "stalled: " + text)
+        return HealthReport(checks)
 
     # -- readiness -----------------------------------------------------------------
 

@@ -14,12 +14,14 @@ Conventions:
   ``askelephant_producer_last_success_timestamp_seconds == 0`` (or
   ``time() - ... > N``) for "no successful run".
 * ``sync_lag_seconds{resource}`` is computed at scrape time as
-  ``(local wall clock now + API-server clock offset) - watermark`` and clamped at 0.
-  It is ABSENT for a resource that has no watermark yet (never committed a
-  checkpoint and none was loaded): a made-up value (0 or ~55 years) would be a lie and
-  NaN breaks alert comparisons silently. The "no successful run" alert covers it.
-  Note that the lag measures data freshness: it also grows while the source simply
-  has no changes.
+  ``(local wall clock now + API-server clock offset) - complete_up_to``, clamped at 0,
+  where ``complete_up_to`` is the API's time at the start of the last successful run
+  (everything changed before it is in Kafka; at start-up, the loaded checkpoint). A
+  caught-up quiet resource therefore stays near one poll interval. It is ABSENT until
+  known: a made-up value would be a lie and NaN breaks alert comparisons silently. The
+  "no successful run" alert covers it.
+* ``newest_change_age_seconds{resource}`` is the same clock minus the watermark (the
+  newest committed change): data freshness, which also grows while nothing changes.
 * The API server clock offset is learnt from HTTP ``Date`` headers through
   :meth:`ProducerMetrics.observe_server_date` (per resource; a resource that has not
   seen a ``Date`` yet uses the offset most recently observed for any resource, else 0).
@@ -131,28 +133,37 @@ def _epoch(value: datetime) -> float:
     return value.timestamp()
 
 
-class _LagCollector:
-    """Scrape-time ``sync_lag_seconds{resource}``."""
+class _AgeCollector:
+    """Scrape-time ``sync_lag_seconds`` and ``newest_change_age_seconds`` per resource."""
 
     def __init__(self, owner: ProducerMetrics) -> None:
         self._owner = owner
 
-    def _family(self) -> GaugeMetricFamily:
-        return GaugeMetricFamily(
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        lag = GaugeMetricFamily(
             PREFIX + "sync_lag_seconds",
-            "Now according to the API server clock (HTTP Date header corrected) minus the "
-            "watermark; absent until the resource has a watermark",
+            "Now according to the API server clock minus the API time at the start of the "
+            "last successful run (every change before it is in Kafka); absent until known",
             labels=["resource"],
         )
+        age = GaugeMetricFamily(
+            PREFIX + "newest_change_age_seconds",
+            "Now according to the API server clock minus the watermark (updated_at of the "
+            "newest committed change): also grows while the source has no changes",
+            labels=["resource"],
+        )
+        return lag, age
 
     def describe(self) -> Iterable[Metric]:
-        return [self._family()]
+        return list(self._families())
 
     def collect(self) -> Iterable[Metric]:
-        family = self._family()
-        for resource, lag in self._owner.lag_seconds().items():
-            family.add_metric([resource], lag)
-        return [family]
+        lag, age = self._families()
+        for resource, seconds in self._owner.lag_seconds().items():
+            lag.add_metric([resource], seconds)
+        for resource, seconds in self._owner.newest_change_age_seconds().items():
+            age.add_metric([resource], seconds)
+        return [lag, age]
 
 
 class ProducerMetrics:
@@ -188,6 +199,7 @@ class ProducerMetrics:
         self._clock = clock
         self._lock = threading.Lock()
         self._watermarks: dict[str, float] = {}
+        self._complete: dict[str, float] = {}
         self._offsets: dict[str, float] = {}
         self._last_offset: float | None = None
         self._queue_length: Callable[[], int] | None = None
@@ -267,7 +279,7 @@ class ProducerMetrics:
             registry=reg,
         )
         self.kafka_queue_messages.set_function(self._read_queue_length)
-        reg.register(_LagCollector(self))
+        reg.register(_AgeCollector(self))
 
         for resource in self.resources:
             self._precreate(resource)
@@ -385,16 +397,27 @@ class ProducerMetrics:
         with self._lock:
             return self._offsets.get(resource, self._last_offset or 0.0)
 
+    def complete_up_to(self, resource: str, instant: datetime) -> None:
+        """Every change of ``resource`` before ``instant`` (API clock) is in Kafka: the
+        start of the last successful run, or a committed checkpoint at start-up."""
+        ts = _epoch(instant)
+        with self._lock:
+            self._complete[resource] = max(ts, self._complete.get(resource, ts))
+
     def lag_seconds(self) -> dict[str, float]:
-        """Current lag per resource that has a watermark (what a scrape reports)."""
+        """Per resource: API now minus the instant up to which Kafka is complete."""
+        return self._ages(self._complete)
+
+    def newest_change_age_seconds(self) -> dict[str, float]:
+        """Per resource that has a watermark: API now minus the newest committed change."""
+        return self._ages(self._watermarks)
+
+    def _ages(self, instants: dict[str, float]) -> dict[str, float]:
         now = self._clock()
         with self._lock:
             return {
-                resource: max(
-                    0.0,
-                    now + self._offsets.get(resource, self._last_offset or 0.0) - watermark,
-                )
-                for resource, watermark in self._watermarks.items()
+                resource: max(0.0, now + self._offsets.get(resource, self._last_offset or 0.0) - ts)
+                for resource, ts in instants.items()
             }
 
     # -- API client observer (ApiObserver) -----------------------------------------

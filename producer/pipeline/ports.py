@@ -112,10 +112,22 @@ class RunObserver(Protocol):
 
     def checkpoint_committed(self, resource: str, watermark: datetime | None) -> None: ...
 
+    def complete_up_to(self, resource: str, instant: datetime) -> None:
+        """A run succeeded: every change before `instant` (API clock) is in Kafka."""
+        ...
+
     def observe_server_date(
         self, resource: str, server_date: datetime, local_now: float | None = None
     ) -> None: ...
 
 
 class Liveness(Protocol):
-    def tick(self) -> None: ...
+    def tick(self) -> None:
+        """The main loop is alive."""
+        ...
+
+    def progress(self, worker: str) -> None:
+        """Sync worker `worker` made progress (see producer/observability/health.py)."""
+        ...
+
+    def worker_done(self, worker: str) -> None: ...

@@ -197,6 +197,12 @@ class SyncRun:
         return None if self._newest is None else self._newest[0]
 
     @property
+    def horizon(self) -> Micros | None:
+        """The API's clock at the run start less the margin (None before the first page):
+        once the run succeeded, every change before it is in Kafka."""
+        return self._horizon
+
+    @property
     def filter_gte(self) -> str | None:
         return None if self.previous is None else self.previous.filter_value
 

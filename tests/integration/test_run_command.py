@@ -88,3 +88,137 @@ def test_run_serves_health_and_stops_within_10s_on_sigterm(
     checkpoints = open_checkpoint_store(load_settings(env)).all()
     assert "tags" in checkpoints
     assert "engagements" not in checkpoints  # the interrupted run committed nothing
+
+
+def start_run(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("w") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "producer", "run"],
+            env={**os.environ, **env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def metrics_text(port: int) -> str:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return ""
+
+
+def sigterm_and_time(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
+    stopped_at = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, time.monotonic() - stopped_at
+
+
+def json_lines(log_path: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in log_path.read_text().splitlines() if x.startswith("{")]
+
+
+def test_sigterm_with_a_12s_page_in_flight_stops_within_10s(
+    make_env: Callable[..., dict[str, str]], sim: Simulator, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = make_env(
+        METRICS_PORT=str(port), POLL_INTERVAL_SECONDS="1", RESOURCES="tags", LOG_FORMAT="json"
+    )
+    log_path = tmp_path / "run.log"
+    proc = start_run(env, log_path)
+    try:
+        wait_for(
+            lambda: 'runs_total{outcome="success",resource="tags"} 1.0' in metrics_text(port),
+            60,
+            "the first run of tags",
+        )
+        served = sim.stats()["by_resource"]["tags"]["requests"]
+        sim.faults.slow(12_000, resource="tags")
+        wait_for(
+            lambda: sim.stats()["by_resource"]["tags"]["requests"] > served,
+            10,
+            "a slow page in flight",
+        )
+        time.sleep(0.5)
+    finally:
+        code, took = sigterm_and_time(proc)
+    assert code == 0
+    assert took < 10, f"run took {took:.1f}s to stop with a 12 s page in flight"
+    [stopped] = [x for x in json_lines(log_path) if x.get("event") == "stopped"]
+    assert stopped["unacknowledged"] == 0
+
+
+def test_healthz_fails_and_names_a_stalled_worker(
+    make_env: Callable[..., dict[str, str]], sim: Simulator, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = make_env(
+        METRICS_PORT=str(port),
+        POLL_INTERVAL_SECONDS="1",
+        RESOURCES="tags,users",
+        LIVENESS_STALL_SECONDS="10",
+        HTTP_TIMEOUT_SECONDS="120",
+        LOG_FORMAT="json",
+    )
+    sim.faults.slow(60_000, resource="users")  # users' first request never answers in time
+    proc = start_run(env, tmp_path / "run.log")
+    try:
+
+        def unhealthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 503
+            except httpx.HTTPError:
+                return False
+
+        wait_for(unhealthy, 40, "/healthz to fail")
+        checks = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["checks"]
+        assert not checks["worker:users"]["ok"]
+        assert "stalled" in checks["worker:users"]["detail"]
+        assert checks["worker:tags"]["ok"]
+        assert checks["loop"]["ok"]
+    finally:
+        code, took = sigterm_and_time(proc)
+    assert code == 0
+    assert took < 10
+
+
+def test_sigterm_with_the_broker_down_stops_within_10s(
+    make_env: Callable[..., dict[str, str]], sim: Simulator, tmp_path: Path
+) -> None:
+    from producer.devstack.kafka import start_local_kafka
+
+    broker = start_local_kafka()  # a broker of this test's own, to stop under the producer
+    try:
+        port = free_port()
+        env = make_env(
+            KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
+            METRICS_PORT=str(port),
+            POLL_INTERVAL_SECONDS="1",
+            RESOURCES="contacts,companies,users,tags,engagements",
+            LOG_FORMAT="json",
+        )
+        log_path = tmp_path / "run.log"
+        proc = start_run(env, log_path)
+        try:
+            wait_for(
+                lambda: 'runs_total{outcome="success",resource="tags"} 1.0' in metrics_text(port),
+                90,
+                "the first run of tags",
+            )
+            broker.stop()
+            for resource in ("contacts", "engagements"):
+                sim.dataset.mutate(resource, 50)  # events that can no longer be delivered
+            time.sleep(3)
+        finally:
+            code, took = sigterm_and_time(proc)
+    finally:
+        broker.stop()
+    assert code == 0
+    assert took < 10, f"run took {took:.1f}s to stop with the broker down"
+    assert [x for x in json_lines(log_path) if x.get("event") == "stopped"]

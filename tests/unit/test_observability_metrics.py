@@ -34,6 +34,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "askelephant_producer_info": ("gauge", ("version",)),
     P + "source_watermark_timestamp_seconds": ("gauge", ("resource",)),
     P + "sync_lag_seconds": ("gauge", ("resource",)),
+    P + "newest_change_age_seconds": ("gauge", ("resource",)),
     P + "last_success_timestamp_seconds": ("gauge", ("resource",)),
     P + "last_attempt_timestamp_seconds": ("gauge", ("resource",)),
     P + "records_fetched_total": ("counter", ("resource",)),
@@ -110,7 +111,7 @@ def test_every_label_set_precreated(metrics: ProducerMetrics) -> None:
     samples = scrape(metrics)
     assert samples["askelephant_producer_info"] == {(("version", "1.2.3"),): 1.0}
     for name, (mtype, labels) in CONTRACT.items():
-        if name.endswith(("_info", "sync_lag_seconds")) or labels == ():
+        if name.endswith(("_info", "sync_lag_seconds", "newest_change_age_seconds")) or not labels:
             continue
         sample_name = name + "_count" if mtype == "histogram" else name
         series = samples[sample_name]
@@ -133,14 +134,31 @@ def test_every_label_set_precreated(metrics: ProducerMetrics) -> None:
     assert samples[P + "kafka_queue_messages"] == {(): 0.0}
 
 
-def test_lag_absent_until_a_watermark_exists(metrics: ProducerMetrics) -> None:
+def test_lag_absent_until_known(metrics: ProducerMetrics) -> None:
     assert P + "sync_lag_seconds" not in scrape(metrics)
+    assert P + "newest_change_age_seconds" not in scrape(metrics)
     assert metrics.lag_seconds() == {}
+
+
+def test_lag_is_api_now_minus_the_start_of_the_last_successful_run(
+    metrics: ProducerMetrics, clock: FakeClock
+) -> None:
+    # the newest change is a day old (a quiet resource), the last run started 60 s ago
+    metrics.checkpoint_committed("tags", datetime.fromtimestamp(T0 - 86_400, UTC))
+    metrics.complete_up_to("tags", datetime.fromtimestamp(T0 - 60, UTC))
+    assert value(metrics, P + "sync_lag_seconds", resource="tags") == pytest.approx(60)
+    assert value(metrics, P + "newest_change_age_seconds", resource="tags") == (
+        pytest.approx(86_400)
+    )
+    # an older instant (e.g. a checkpoint loaded later) never moves it back
+    metrics.complete_up_to("tags", datetime.fromtimestamp(T0 - 600, UTC))
+    assert metrics.lag_seconds() == {"tags": pytest.approx(60)}
 
 
 def test_lag_uses_server_clock_offset(metrics: ProducerMetrics, clock: FakeClock) -> None:
     watermark = datetime.fromtimestamp(T0 - 300, UTC)
     metrics.checkpoint_committed("contacts", watermark)
+    metrics.complete_up_to("contacts", watermark)
     # no Date header seen yet: local clock
     assert value(metrics, P + "sync_lag_seconds", resource="contacts") == pytest.approx(300)
     assert value(metrics, P + "source_watermark_timestamp_seconds", resource="contacts") == (
@@ -153,31 +171,35 @@ def test_lag_uses_server_clock_offset(metrics: ProducerMetrics, clock: FakeClock
     )
     assert metrics.clock_offset("contacts") == pytest.approx(42)
     assert value(metrics, P + "sync_lag_seconds", resource="contacts") == pytest.approx(342)
+    assert value(metrics, P + "newest_change_age_seconds", resource="contacts") == (
+        pytest.approx(342)
+    )
     # computed at scrape time: time passes, lag grows
     clock.now += 60
     assert value(metrics, P + "sync_lag_seconds", resource="contacts") == pytest.approx(402)
-    # only resources with a watermark have a lag series
+    # only resources known to be complete up to an instant have a lag series
     assert set(scrape(metrics)[P + "sync_lag_seconds"]) == {(("resource", "contacts"),)}
 
 
 def test_lag_offset_per_resource_with_fallback(metrics: ProducerMetrics, clock: FakeClock) -> None:
-    metrics.set_watermark("users", datetime.fromtimestamp(T0 - 10, UTC))
-    metrics.set_watermark("tags", datetime.fromtimestamp(T0 - 10, UTC))
+    metrics.complete_up_to("users", datetime.fromtimestamp(T0 - 10, UTC))
+    metrics.complete_up_to("tags", datetime.fromtimestamp(T0 - 10, UTC))
     metrics.observe_server_date("users", datetime.fromtimestamp(T0 - 5, UTC), local_time=T0)
     # tags has not seen a Date header: falls back to the latest offset observed
     assert metrics.lag_seconds() == {"users": pytest.approx(5), "tags": pytest.approx(5)}
     metrics.observe_server_date("tags", datetime.fromtimestamp(T0 + 20, UTC), local_time=T0)
     assert metrics.lag_seconds() == {"users": pytest.approx(5), "tags": pytest.approx(30)}
-    # set_watermark (checkpoints loaded at start-up) does not count a commit
-    assert value(metrics, P + "checkpoint_commits_total", resource="users") == 0
 
 
-def test_lag_never_negative_and_naive_datetimes_are_utc(metrics: ProducerMetrics) -> None:
+def test_ages_never_negative_and_naive_datetimes_are_utc(metrics: ProducerMetrics) -> None:
     metrics.set_watermark("tags", datetime.fromtimestamp(T0 + 5, UTC).replace(tzinfo=None))
+    metrics.complete_up_to("tags", datetime.fromtimestamp(T0 + 5, UTC).replace(tzinfo=None))
     assert value(metrics, P + "source_watermark_timestamp_seconds", resource="tags") == (
         pytest.approx(T0 + 5)
     )
+    assert value(metrics, P + "checkpoint_commits_total", resource="tags") == 0
     assert metrics.lag_seconds() == {"tags": 0.0}
+    assert metrics.newest_change_age_seconds() == {"tags": 0.0}
     assert all(math.isfinite(v) for v in metrics.lag_seconds().values())
 
 
@@ -306,6 +328,7 @@ def test_registries_are_isolated() -> None:
 
 def test_openmetrics_exposition(metrics: ProducerMetrics) -> None:
     metrics.set_watermark("tags", datetime.fromtimestamp(T0 - 1, UTC))
+    metrics.complete_up_to("tags", datetime.fromtimestamp(T0 - 1, UTC))
     text = generate_openmetrics(metrics.registry).decode()  # type: ignore[no-untyped-call]
     assert text.endswith("# EOF\n")
     assert f'{P}sync_lag_seconds{{resource="tags"}} 1.0' in text

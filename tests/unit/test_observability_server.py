@@ -259,3 +259,23 @@ def test_stop_is_idempotent_and_releases_port(metrics: ProducerMetrics) -> None:
     srv.stop()
     with httpx.Client(timeout=2) as c, pytest.raises(httpx.ConnectError):
         c.get(f"http://127.0.0.1:{port}/healthz")
+
+
+def test_a_silent_worker_fails_liveness_by_name(clock: FakeClock) -> None:
+    health = HealthState(liveness_timeout_s=120, stall_timeout_s=30, clock=clock)
+    health.progress("contacts")
+    health.progress("tags")
+    clock.now += 20
+    health.tick()
+    health.progress("tags")
+    assert health.liveness().ok
+    clock.now += 15  # contacts silent for 35 s, tags for 15 s
+    health.tick()
+    report = health.liveness()
+    assert not report.ok
+    assert not report.checks["worker:contacts"].ok
+    assert "stalled" in report.checks["worker:contacts"].detail
+    assert report.checks["worker:tags"].ok
+    assert report.checks["loop"].ok
+    health.worker_done("contacts")  # stopped on purpose: no longer watched
+    assert health.liveness().ok
