@@ -72,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(flags=args)
         configure_logging(settings.log_level, settings.log_format)  # type: ignore[arg-type]
+        settings.warn_ignored()
         if args.command == "run":
             return cmd_run(settings)
         if args.command == "sync":
