@@ -412,7 +412,7 @@ class Settings:
         """Log (WARNING) the `KAFKA_*` variables that were ignored; names only, never values."""
         if self.ignored_kafka_variables:
             log.warning(
-                "ignoring %s: not librdkafka properties",
+                "ignoring KAFKA_* variable(s) that are not librdkafka properties: %s",
                 ", ".join(self.ignored_kafka_variables),
                 extra={"ignored_variables": list(self.ignored_kafka_variables)},
             )

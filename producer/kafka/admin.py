@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -85,7 +86,8 @@ def topic_exists(admin: AdminClient, topic: str) -> bool:
 
 def check_compacted(admin: AdminClient, topic: str) -> None:
     """Refuse a checkpoint topic that retention could empty: `compact` and nothing else."""
-    policy = _wait_for_config(admin, topic).get("cleanup.policy", "")
+    entry = describe_topic_config(admin, topic).get("cleanup.policy")
+    policy = entry.value if entry is not None else ""
     if sorted(p.strip() for p in policy.split(",")) != ["compact"]:
         raise TopicConfigError(
             f"checkpoint topic {topic!r} has cleanup.policy={policy!r}; it must be exactly "
@@ -94,8 +96,8 @@ def check_compacted(admin: AdminClient, topic: str) -> None:
         )
 
 
-def _wait_for_config(admin: AdminClient, topic: str) -> dict[str, str]:
-    """The topic's config, waiting (bounded) while the broker does not know the topic yet.
+def describe_topic_config(admin: AdminClient, topic: str) -> dict[str, Any]:
+    """The topic's config entries, waiting (bounded) while the broker does not know it yet.
 
     Only reached for a topic that exists (listed, or another client just created it); a
     broker answers UNKNOWN_TOPIC_OR_PART until the new topic's metadata reached it.
@@ -103,7 +105,9 @@ def _wait_for_config(admin: AdminClient, topic: str) -> dict[str, str]:
     deadline = time.monotonic() + TIMEOUT_S
     while True:
         try:
-            return topic_config(admin, topic)
+            resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+            future = admin.describe_configs([resource], request_timeout=TIMEOUT_S)[resource]
+            return dict(future.result())
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                 raise
@@ -113,6 +117,5 @@ def _wait_for_config(admin: AdminClient, topic: str) -> dict[str, str]:
 
 
 def topic_config(admin: AdminClient, topic: str) -> dict[str, str]:
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    result = admin.describe_configs([resource], request_timeout=TIMEOUT_S)[resource].result()
-    return {name: entry.value for name, entry in result.items()}
+    """The topic's config values (waits while a just-created topic is not known yet)."""
+    return {name: entry.value for name, entry in describe_topic_config(admin, topic).items()}
