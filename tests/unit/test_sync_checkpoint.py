@@ -1,8 +1,16 @@
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from producer.sync.checkpoint import Checkpoint, CheckpointFormatError, reset_checkpoint
+from producer.sync.checkpoint import (
+    MAX_RESET_HISTORY,
+    Checkpoint,
+    CheckpointFormatError,
+    ResetEntry,
+    reset_checkpoint,
+)
 from producer.sync.timestamps import InvalidTimestampError
 
 
@@ -153,3 +161,39 @@ def test_malformed_reset_history_is_unreadable(resets: str) -> None:
     raw = f'{{"resource": "contacts", "updated_at": null, "resets": {resets}}}'
     with pytest.raises(CheckpointFormatError, match="resets"):
         Checkpoint.from_json(raw)
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+_instants = st.sampled_from(
+    [None, "2026-03-04T18:25:00Z", "2026-03-04T20:25:00.123456+02:00", "1999-12-31T23:59:59Z"]
+)
+_entries = st.builds(
+    ResetEntry,
+    by=_text,
+    at=_text,
+    from_=_instants,
+    to=_instants,
+    note=st.none() | _text,
+)
+
+
+@given(
+    updated_at=_instants,
+    ids=st.frozensets(_text, max_size=4),
+    resets=st.lists(_entries, max_size=MAX_RESET_HISTORY).map(tuple),
+    reset_by=st.none() | _text,
+)
+def test_json_round_trip_keeps_every_field_including_reset_history(
+    updated_at: str | None,
+    ids: frozenset[str],
+    resets: tuple[ResetEntry, ...],
+    reset_by: str | None,
+) -> None:
+    checkpoint = make(
+        updated_at=updated_at,
+        boundary_ids=ids,
+        resets=resets,
+        reset_by=reset_by,
+        reset_from=updated_at if reset_by is not None else None,
+    )
+    assert Checkpoint.from_json(checkpoint.to_json()) == checkpoint
