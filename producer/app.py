@@ -72,8 +72,7 @@ def _topic_error(settings: Settings, topic: str, exc: BaseException) -> StartupE
             "checkpoint topic",
             f"{topic} on {settings.bootstrap_servers}",
             str(exc).rstrip("."),
-            "the topic's cleanup.policy (kafka-configs --alter --add-config "
-            "cleanup.policy=compact) or CHECKPOINT_TOPIC",
+            "the topic's cleanup.policy (set it to compact) or CHECKPOINT_TOPIC",
         )
     return StartupError(
         "Kafka topic",
