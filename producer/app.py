@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
@@ -15,7 +15,15 @@ from producer import schemas
 from producer.api import ApiClient
 from producer.api.source import ApiSource
 from producer.config import Settings
-from producer.kafka.admin import TopicSpec, ensure_compacted, ensure_topics, topic_config
+from producer.kafka.admin import (
+    TopicConfigError,
+    TopicSpec,
+    check_compacted,
+    ensure_compacted,
+    ensure_topics,
+    topic_config,
+    topic_exists,
+)
 from producer.kafka.checkpoints import CheckpointStore
 from producer.kafka.publisher import DeliveryObserver, KafkaSink, TopicTarget, new_producer
 from producer.observability.health import HealthState, default_liveness_timeout
@@ -25,21 +33,108 @@ from producer.sync.timestamps import from_micros
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 2.0
+STARTUP_TIMEOUT_S = 15.0
+"""How long start-up waits for the brokers' metadata before giving up with a StartupError."""
 
 
-def open_checkpoint_store(settings: Settings, producer: Producer | None = None) -> CheckpointStore:
-    """Ensure the compacted checkpoint topic exists and read it to its end."""
-    admin = AdminClient(settings.kafka_config())
-    ensure_compacted(
-        admin, settings.checkpoint_topic, replication_factor=settings.topic_replication_factor
+class StartupError(RuntimeError):
+    """Kafka, a topic or the schema registry is unusable at start-up.
+
+    The message is the one line an operator needs: the component, its address, what went
+    wrong and what to check (the CLI logs it as ONE ERROR line, no traceback).
+    """
+
+    def __init__(self, component: str, address: str, problem: str, check: str) -> None:
+        super().__init__(f"{component} at {address}: {problem}. Check {check}.")
+        self.component = component
+        self.address = address
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, KafkaException) and exc.args and hasattr(exc.args[0], "str"):
+        return str(exc.args[0].str())
+    return str(exc) or type(exc).__name__
+
+
+def check_kafka(settings: Settings, admin: AdminClient) -> None:
+    """Fail fast, with one clear error, when the brokers cannot be reached."""
+    try:
+        admin.list_topics(timeout=STARTUP_TIMEOUT_S)
+    except KafkaException as exc:
+        raise StartupError(
+            "Kafka",
+            settings.bootstrap_servers,
+            f"no cluster metadata within {STARTUP_TIMEOUT_S:g}s ({_reason(exc)})",
+            "KAFKA_BOOTSTRAP_SERVERS, that the brokers run and are reachable from here, and "
+            "KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* / KAFKA_SSL_* settings",
+        ) from exc
+
+
+def _topic_error(settings: Settings, topic: str, exc: BaseException) -> StartupError:
+    if isinstance(exc, TopicConfigError):
+        return StartupError(
+            "checkpoint topic",
+            f"{topic} on {settings.bootstrap_servers}",
+            str(exc).rstrip("."),
+            "the topic's cleanup.policy (set it to compact) or CHECKPOINT_TOPIC",
+        )
+    return StartupError(
+        "Kafka topic",
+        f"{topic} on {settings.bootstrap_servers}",
+        f"cannot create or describe it ({_reason(exc)})",
+        "this client's ACLs (create and describe topics), TOPIC_PARTITIONS and "
+        "TOPIC_REPLICATION_FACTOR",
     )
+
+
+def prepare_checkpoint_topic(settings: Settings, admin: AdminClient, *, create: bool) -> str:
+    """Check (and with `create`, create) the checkpoint topic before any other topic.
+
+    Returns "created", "exists" or "missing" (only without `create`).
+    """
+    topic = settings.checkpoint_topic
+    try:
+        if not create:
+            if not topic_exists(admin, topic):
+                return "missing"
+            check_compacted(admin, topic)
+            return "exists"
+        created = ensure_compacted(
+            admin, topic, replication_factor=settings.topic_replication_factor
+        )
+    except (TopicConfigError, KafkaException) as exc:
+        raise _topic_error(settings, topic, exc) from exc
+    return "created" if created else "exists"
+
+
+def open_checkpoint_store(
+    settings: Settings,
+    producer: Producer | None = None,
+    *,
+    create: bool = True,
+    admin: AdminClient | None = None,
+) -> CheckpointStore:
+    """Check the compacted checkpoint topic (creating it only with `create`) and read it.
+
+    Read-only callers pass `create=False`: a missing topic then means "no checkpoints yet"
+    and nothing is created.
+    """
+    if admin is None:
+        admin = AdminClient(settings.kafka_config())
+        check_kafka(settings, admin)
+    state = prepare_checkpoint_topic(settings, admin, create=create)
     store = CheckpointStore(
         settings.kafka_config(),
         settings.checkpoint_topic,
         settings.producer_id,
         producer or new_producer(settings.kafka_config()),
     )
-    store.load()
+    if state == "exists":
+        store.load()
+    else:
+        # Missing, or created empty a moment ago: nothing to read (and a topic this new may
+        # not be in every broker's metadata yet).
+        store.loaded = True
     return store
 
 
@@ -125,13 +220,28 @@ def open_sink(
     observer: DeliveryObserver,
     stop: threading.Event | None = None,
 ) -> tuple[KafkaSink, CheckpointStore]:
-    """Topics, producer, registered schemas and checkpoints: everything that writes to Kafka."""
-    created = ensure_topics(admin, topic_specs(settings))
-    targets, dead_letter_target = effective_targets(admin, settings, created)
+    """Topics, producer, registered schemas and checkpoints: everything that writes to Kafka.
+
+    Order matters: Kafka reachable, then the checkpoint topic (a wrong one stops start-up
+    before any change topic is created), then the change and dead-letter topics."""
+    check_kafka(settings, admin)
+    checkpoint_state = prepare_checkpoint_topic(settings, admin, create=True)
+    specs = topic_specs(settings)
+    try:
+        created = ensure_topics(admin, specs)
+        targets, dead_letter_target = effective_targets(admin, settings, created)
+    except KafkaException as exc:
+        raise _topic_error(settings, ",".join(s.name for s in specs), exc) from exc
     largest = max(t.max_message_bytes for t in [*targets.values(), dead_letter_target])
     producer = new_producer(settings.kafka_config(), message_max_bytes=largest)
     registry = SchemaRegistryClient(settings.registry_config())
-    store = open_checkpoint_store(settings, producer)
+    store = CheckpointStore(
+        settings.kafka_config(), settings.checkpoint_topic, settings.producer_id, producer
+    )
+    if checkpoint_state == "created":
+        store.loaded = True  # created empty a moment ago
+    else:
+        store.load()
     sink = KafkaSink(
         producer,
         registry,
@@ -143,7 +253,19 @@ def open_sink(
         producer_id=settings.producer_id,
         stop=stop,
     )
-    sink.register_schemas()
+    try:
+        sink.register_schemas()
+    # The registry client's transport errors come from its own HTTP library (whose module
+    # differs between confluent-kafka releases); whatever registration raises at start-up
+    # means the registry cannot be used. The traceback stays available at LOG_LEVEL=DEBUG.
+    except Exception as exc:
+        raise StartupError(
+            "schema registry",
+            settings.schema_registry_url,
+            f"cannot register the event schemas ({_reason(exc)})",
+            "SCHEMA_REGISTRY_URL, that the registry runs and is reachable from here, and "
+            "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
+        ) from exc
     return sink, store
 
 
@@ -171,7 +293,16 @@ def build_app(
     health = health or new_health(settings)
     health.add_check("kafka", _kafka_probe(admin))
     health.add_check("schema_registry", _registry_probe(registry))
-    health.set_check_result("checkpoints_loaded", True, f"{len(store.all())} checkpoint(s)")
+    health.set_check_result(
+        "checkpoints_loaded",
+        True,
+        f"{len(store.all())} checkpoint(s), {store.corrupt_records} unreadable record(s)"
+        + (
+            f", unreadable latest: {','.join(sorted(store.corrupt_keys))}"
+            if store.corrupt_keys
+            else ""
+        ),
+    )
 
     def interruptible_sleep(seconds: float) -> None:
         if stop.wait(seconds):
@@ -217,7 +348,11 @@ def new_health(settings: Settings) -> HealthState:
 
 def _kafka_probe(admin: AdminClient) -> Callable[[], tuple[bool, str]]:
     def probe() -> tuple[bool, str]:
-        metadata = admin.list_topics(timeout=PROBE_TIMEOUT_S)
+        try:
+            metadata = admin.list_topics(timeout=PROBE_TIMEOUT_S)
+        finally:
+            # An AdminClient hands librdkafka's log lines to the `logger` only in poll().
+            admin.poll(0)
         return True, f"{len(metadata.brokers)} broker(s)"
 
     return probe

@@ -31,6 +31,7 @@ SHUTDOWN_JOIN_S = 5.0
 """How long `run` waits for the sync workers after SIGTERM/SIGINT."""
 SHUTDOWN_BUDGET_S = 8.5
 """Signal to exit, flush included: under the README's 10 s, with room for the interpreter."""
+EXIT_STARTUP = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(redrive)
     redrive.add_argument("--resource", action="append", help="only this resource (repeatable)")
     redrive.add_argument("--reason", action="append", help="only this reason (repeatable)")
+    reset.add_argument(
+        "--force",
+        action="store_true",
+        help="accept a --to in the future (no change before it will ever be published)",
+    )
     commands.add_parser("simulator", help="run the AskElephant API simulator", add_help=False)
     demo = commands.add_parser("demo", help="end-to-end demo on a local broker and simulator")
     demo.add_argument("--records", type=int, default=300, help="records per resource")
@@ -85,9 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from producer.demo import main as demo_main
 
         return demo_main(records=args.records)
+    from producer.app import StartupError
+
+    settings: Settings | None = None
     try:
         settings = load_settings(flags=args)
         configure_logging(settings.log_level, settings.log_format)  # type: ignore[arg-type]
+        settings.warn_ignored()
         if args.command == "run":
             return cmd_run(settings)
         if args.command == "sync":
@@ -98,10 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_redrive(settings, args.resource, args.reason)
         if args.command == "dead-letters":
             return cmd_dead_letters(settings, as_json=args.json)
-        return cmd_reset(settings, args.resource, args.to)
+        return cmd_reset(settings, args.resource, args.to, force=args.force)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except StartupError as exc:
+        # One line that says what to check; the traceback only helps at DEBUG.
+        log.error(
+            "start-up failed: %s",
+            exc,
+            exc_info=settings is not None and settings.log_level == "DEBUG",
+            extra={"event": "startup_failed", "component": exc.component, "address": exc.address},
+        )
+        return EXIT_STARTUP
 
 
 def cmd_run(settings: Settings) -> int:
@@ -234,13 +253,16 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def cmd_checkpoints(settings: Settings, *, as_json: bool) -> int:
     from producer.app import open_checkpoint_store
 
-    checkpoints = open_checkpoint_store(settings).all()
+    # Read-only: a missing checkpoint topic is "no checkpoints yet"; nothing is created.
+    store = open_checkpoint_store(settings, create=False)
+    checkpoints = store.all()
     if as_json:
-        print(
-            json.dumps(
-                {r: json.loads(c.to_json()) for r, c in sorted(checkpoints.items())}, indent=2
-            )
-        )
+        body: dict[str, object] = {
+            r: json.loads(c.to_json()) for r, c in sorted(checkpoints.items())
+        }
+        for resource, bad in sorted(store.corrupt_keys.items()):
+            body[resource] = {"unreadable": bad.where, "error": bad.reason}
+        print(json.dumps(body, indent=2))
         return 0
     rows = [
         (
@@ -253,33 +275,70 @@ def cmd_checkpoints(settings: Settings, *, as_json: bool) -> int:
         )
         for resource, c in sorted(checkpoints.items())
     ]
+    rows += [
+        (resource, f"UNREADABLE at {bad.where}", "-", "-", "-", "-")
+        for resource, bad in sorted(store.corrupt_keys.items())
+    ]
     header = ("resource", "updated_at", "boundary", "records", "completed_at", "reset_by")
     print(_table(header, rows) if rows else "no checkpoints yet")
+    for resource, bad in sorted(store.corrupt_keys.items()):
+        print(f"{resource}: {bad.error()}")
     return 0
 
 
-def cmd_reset(settings: Settings, resource: str, to: str | None) -> int:
+def cmd_reset(settings: Settings, resource: str, to: str | None, *, force: bool = False) -> int:
     from producer.app import open_checkpoint_store
 
     if resource not in settings.resources:
         raise ConfigError(f"--resource {resource!r} is not in RESOURCES ({settings.resources})")
+    now = datetime.now(UTC)
     if to is not None:
         try:
-            parse_instant(to)
+            instant = parse_instant(to)
         except InvalidTimestampError as exc:
             raise ConfigError(f"--to: {exc}") from None
+        if instant > now and not force:
+            # Replaying from the future skips every change until then: almost surely a typo.
+            raise ConfigError(
+                f"--to {to} is in the future (now {_iso(now)}); no change made before it would "
+                "ever be published. Add --force if that is what you want."
+            )
     store = open_checkpoint_store(settings)
-    previous: Checkpoint | None = store.get(resource)
+    bad = store.corrupt_keys.get(resource)
+    previous: Checkpoint | None = None if bad is not None else store.get(resource)
+    who = f"{getpass.getuser()}@{socket.gethostname()}"
     checkpoint = reset_checkpoint(
         resource,
         to,
         previous=previous,
-        reset_by=f"{getpass.getuser()}@{socket.gethostname()}",
-        completed_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        reset_by=who,
+        completed_at=_iso(now),
         run_id=f"reset-{uuid.uuid4()}",
+        previous_note=f"unreadable checkpoint at {bad.where}" if bad is not None else None,
     )
     store.commit(checkpoint)
-    before = previous.updated_at if previous else "none"
+    before = (
+        f"an unreadable checkpoint at {bad.where}"
+        if bad is not None
+        else (previous.updated_at or "a full export")
+        if previous is not None
+        else "none"
+    )
+    log.warning(
+        "checkpoint of %s reset by %s from %s to %s",
+        resource,
+        who,
+        before,
+        to or "a full export",
+        extra={
+            "event": "checkpoint_reset",
+            "resource": resource,
+            "reset_by": who,
+            "reset_from": before,
+            "reset_to": to,
+            "forced": force,
+        },
+    )
     print(f"{resource}: checkpoint reset from {before} to {to or 'a full export'}")
     return 0
 
@@ -362,3 +421,7 @@ def cmd_redrive(settings: Settings, resources: list[str] | None, reasons: list[s
         extra={"event": "redrive"},
     )
     return 0
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

@@ -1,25 +1,38 @@
 """Settings: one table of every option, read from environment variables and matching flags.
 
-`SETTINGS` is the single configuration reference: the CLI builds its flags from it, the README
-table and the deployment tests are checked against it. Secrets are wrapped in `Secret` and
-registered with the log redactor as soon as they are read.
+`SETTINGS` is the single configuration reference: the CLI builds its flags from it and
+`markdown_table()` renders the README's reference from it (a test compares the two). Values are
+validated by a typed pydantic model (`_Model`); every error names the variable. Secrets are
+wrapped in `Secret` and registered with the log redactor as soon as they are read.
+
+`KAFKA_<PROPERTY>` variables pass librdkafka properties through. Only properties librdkafka
+itself knows are passed: a container also gets `KAFKA_HOME`, `KAFKA_HEAP_OPTS` or Kubernetes'
+service links (`KAFKA_PORT=tcp://...`), which must never stop the producer from starting.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from confluent_kafka import KafkaException, Producer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from producer.api import Credentials, Secret
 from producer.api.errors import ApiConfigError
-from producer.observability.logging import register_secret
+from producer.observability.logging import librdkafka_logger, register_secret
+
+log = logging.getLogger(__name__)
 
 RESOURCES = ("contacts", "companies", "users", "tags", "engagements")
 KAFKA_PROPERTY_PREFIX = "KAFKA_"
+DEAD_LETTER_POLICIES = ("dead-letter", "fail")
 
 
 class ConfigError(ValueError):
@@ -32,6 +45,10 @@ class Option:
     default: str | None
     help: str
     secret: bool = False
+    empty_ok: bool = False
+    """An empty value means something (no prefix, derived, off); otherwise it is an error."""
+    doc_default: str | None = None
+    """The README's default column when the default is not a literal value."""
 
     @property
     def flag(self) -> str:
@@ -41,6 +58,14 @@ class Option:
     def dest(self) -> str:
         return self.env.lower()
 
+    @property
+    def shown_default(self) -> str:
+        if self.secret:
+            return "(secret)"
+        if self.doc_default is not None:
+            return self.doc_default
+        return f"`{self.default}`"
+
 
 SETTINGS: tuple[Option, ...] = (
     Option("ASKELEPHANT_API_URL", "https://app.askelephant.ai/api", "API base URL"),
@@ -49,8 +74,15 @@ SETTINGS: tuple[Option, ...] = (
         None,
         "API key `sk-apik_<id>.<secret>`, sent as the raw Authorization value",
         secret=True,
+        empty_ok=True,
     ),
-    Option("ASKELEPHANT_ACCESS_TOKEN", None, "OAuth access token, sent as `Bearer`", secret=True),
+    Option(
+        "ASKELEPHANT_ACCESS_TOKEN",
+        None,
+        "OAuth access token, sent as `Bearer`",
+        secret=True,
+        empty_ok=True,
+    ),
     Option("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka bootstrap servers"),
     Option("SCHEMA_REGISTRY_URL", "http://localhost:8081", "Confluent-compatible registry URL"),
     Option(
@@ -58,48 +90,264 @@ SETTINGS: tuple[Option, ...] = (
         None,
         "registry basic auth as `user:password`",
         secret=True,
+        empty_ok=True,
     ),
-    Option("TOPIC_PREFIX", "askelephant.", "prefix of the per-resource topics"),
-    Option("CHECKPOINT_TOPIC", "askelephant.checkpoints", "compacted checkpoint topic"),
+    Option("TOPIC_PREFIX", "askelephant.", "prefix of the per-resource topics", empty_ok=True),
+    Option(
+        "CHECKPOINT_TOPIC",
+        "askelephant.checkpoints",
+        "checkpoint topic (`cleanup.policy=compact` only)",
+    ),
     Option("RESOURCES", ",".join(RESOURCES), "comma-separated resources to sync"),
     Option("POLL_INTERVAL_SECONDS", "60", "seconds between the starts of two runs"),
-    Option("PAGE_SIZE", "100", "records per page (1..100)"),
+    Option("PAGE_SIZE", "100", "records per page (whole number, 1..100)"),
     Option("PRODUCER_ID", "askelephant-kafka", "names this producer in checkpoint keys"),
     Option("TOPIC_PARTITIONS", "-1", "partitions of created topics (-1: broker default)"),
     Option("TOPIC_REPLICATION_FACTOR", "-1", "replication of created topics (-1: broker default)"),
     Option("HTTP_TIMEOUT_SECONDS", "30", "timeout of each API request"),
     Option("MAX_RETRY_WAIT_SECONDS", "300", "total backoff budget of one API request"),
+    Option("METRICS_PORT", "9108", "port of /metrics, /healthz and /readyz (0: off)"),
+    Option("LOG_FORMAT", "auto", "auto (json unless a terminal), json or text"),
+    Option("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Option(
         "DEAD_LETTER_TOPIC",
         "",
-        "topic of records that cannot become events (empty: `<TOPIC_PREFIX>dlq`)",
+        "topic of records that cannot become change events",
+        empty_ok=True,
+        doc_default="`<TOPIC_PREFIX>dlq`",
     ),
     Option(
         "DEAD_LETTER_POLICY",
         "dead-letter",
-        "`dead-letter` (the run goes on) or `fail` (a bad record fails the run)",
+        "`dead-letter` (the run goes on) or `fail` (a bad record fails the run and stops the "
+        "resource there)",
     ),
     Option(
         "MAX_MESSAGE_BYTES",
         "2097152",
-        "largest change event, also `max.message.bytes` of created topics; "
-        "per resource: `2097152,engagements=8388608`",
+        "largest change event in bytes, also `max.message.bytes` of the change topics the "
+        "producer creates; a default plus per-resource overrides: `2097152,engagements=8388608`",
     ),
     Option(
         "DEAD_LETTER_MAX_MESSAGE_BYTES",
         "16777216",
-        "largest dead letter, also `max.message.bytes` of the dead-letter topic",
+        "largest dead letter in bytes, also `max.message.bytes` of the dead-letter topic",
     ),
     Option(
         "LIVENESS_STALL_SECONDS",
         "600",
-        "a sync worker silent this long fails /healthz (well above HTTP timeout x retries)",
+        "/healthz fails when a sync worker made no progress for this long (keep it above "
+        "HTTP_TIMEOUT_SECONDS + MAX_RETRY_WAIT_SECONDS)",
     ),
-    Option("METRICS_PORT", "9108", "port of /metrics, /healthz and /readyz (0: off)"),
-    Option("LOG_FORMAT", "auto", "auto (json unless a terminal), json or text"),
-    Option("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    Option(
+        "HEARTBEAT_TOPIC",
+        "",
+        "compacted topic that gets, after each successful run, the instant up to which the "
+        "resource is complete in Kafka (empty: off)",
+        empty_ok=True,
+        doc_default="(off)",
+    ),
 )
 OPTION_NAMES = frozenset(o.env for o in SETTINGS)
+_BY_ENV = {o.env: o for o in SETTINGS}
+
+KAFKA_PROPERTY_ROW = (
+    "| `KAFKA_<PROPERTY>` | — | — | any librdkafka property, dots as underscores: "
+    "`KAFKA_SECURITY_PROTOCOL=SASL_SSL`, `KAFKA_SASL_MECHANISM=SCRAM-SHA-512`, "
+    "`KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD` (values of properties named like "
+    "password/secret/key/token are redacted); a `KAFKA_*` variable that is not a librdkafka "
+    "property (`KAFKA_HOME`, `KAFKA_PORT=tcp://...`) is ignored with a warning naming it |"
+)
+
+
+def markdown_table() -> str:
+    """The README's configuration reference, generated from `SETTINGS`."""
+    rows = [
+        "| variable | flag | default | meaning |",
+        "|---|---|---|---|",
+        *(f"| `{o.env}` | `{o.flag}` | {o.shown_default} | {o.help} |" for o in SETTINGS),
+        KAFKA_PROPERTY_ROW,
+    ]
+    return "\n".join(rows)
+
+
+# ------------------------------------------------------------------------- typed model
+
+
+def _between(low: float, high: float) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}")
+        return value
+
+    return check
+
+
+def _matches(pattern: str, what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise ValueError(what)
+        return value
+
+    return check
+
+
+def _not_zero(value: int) -> int:
+    if value == 0:
+        raise ValueError("must not be 0 (use -1 for the broker default)")
+    return value
+
+
+def _resources(value: Any) -> tuple[str, ...]:
+    names = tuple(r.strip() for r in value.split(",") if r.strip())
+    unknown = sorted(set(names) - set(RESOURCES))
+    if unknown or not names:
+        raise ValueError(f"has unknown resource(s) {unknown}; choose from {', '.join(RESOURCES)}")
+    return names
+
+
+_URL = r"(https?|mock)://[^\s]+"
+_TOPIC = r"[A-Za-z0-9._-]+"
+MESSAGE_BYTES_RANGE = (1_000, 1_000_000_000)
+"""librdkafka's `message.max.bytes` range (the upper bound), and a floor no event fits under."""
+
+Url = Annotated[str, AfterValidator(_matches(_URL, "must be an http(s) URL"))]
+Topic = Annotated[
+    str, AfterValidator(_matches(_TOPIC, "may only hold letters, digits, '.', '_' and '-'"))
+]
+OptionalTopic = Annotated[
+    str,
+    AfterValidator(_matches(r"[A-Za-z0-9._-]*", "may only hold letters, digits, '.', '_' and '-'")),
+]
+MessageBytes = Annotated[int, AfterValidator(_between(*MESSAGE_BYTES_RANGE))]
+
+
+@dataclass(frozen=True)
+class MessageBytesLimits:
+    """`MAX_MESSAGE_BYTES`: a default plus per-resource overrides."""
+
+    default: int
+    overrides: Mapping[str, int] = field(default_factory=dict)
+
+    def for_resource(self, resource: str) -> int:
+        return self.overrides.get(resource, self.default)
+
+
+def _whole(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{what} must be a whole number of bytes") from None
+
+
+def _message_bytes(value: Any) -> MessageBytesLimits:
+    if isinstance(value, MessageBytesLimits):
+        return value
+    default: int | None = None
+    overrides: dict[str, int] = {}
+    low, high = MESSAGE_BYTES_RANGE
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            raise ValueError("has an empty item (expected `N` or `resource=N`, comma-separated)")
+        name, sep, number = item.partition("=")
+        if not sep:
+            if default is not None:
+                raise ValueError("has two defaults (only one bare number is allowed)")
+            default = _whole(item, "the default")
+            amount, label = default, "the default"
+        else:
+            name = name.strip()
+            if name not in RESOURCES:
+                raise ValueError(f"names unknown resource {name!r}; choose from {RESOURCES}")
+            if name in overrides:
+                raise ValueError(f"sets {name} twice")
+            amount = overrides[name] = _whole(number.strip(), name)
+            label = name
+        if not low <= amount <= high:
+            raise ValueError(f"{label} must be between {low} and {high} bytes")
+    return MessageBytesLimits(
+        default=int(_BY_ENV["MAX_MESSAGE_BYTES"].default or 0) if default is None else default,
+        overrides=overrides,
+    )
+
+
+def _field(env: str, **kw: Any) -> Any:
+    return Field(alias=env, **kw)
+
+
+class _Model(BaseModel):
+    """Typed, validated view of the raw strings; aliases are the variable names."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+    api_url: Url = _field("ASKELEPHANT_API_URL")
+    api_key: str | None = _field("ASKELEPHANT_API_KEY", default=None)
+    access_token: str | None = _field("ASKELEPHANT_ACCESS_TOKEN", default=None)
+    bootstrap_servers: str = _field("KAFKA_BOOTSTRAP_SERVERS")
+    schema_registry_url: Url = _field("SCHEMA_REGISTRY_URL")
+    schema_registry_auth: str | None = _field("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", default=None)
+    topic_prefix: OptionalTopic = _field("TOPIC_PREFIX", default="")
+    checkpoint_topic: Topic = _field("CHECKPOINT_TOPIC")
+    resources: Annotated[tuple[str, ...], BeforeValidator(_resources)] = _field("RESOURCES")
+    poll_interval_seconds: Annotated[float, AfterValidator(_between(1, 86_400))] = _field(
+        "POLL_INTERVAL_SECONDS"
+    )
+    page_size: Annotated[int, AfterValidator(_between(1, 100))] = _field("PAGE_SIZE")
+    producer_id: Topic = _field("PRODUCER_ID")
+    topic_partitions: Annotated[
+        int, AfterValidator(_between(-1, 10_000)), AfterValidator(_not_zero)
+    ] = _field("TOPIC_PARTITIONS")
+    topic_replication_factor: Annotated[
+        int, AfterValidator(_between(-1, 100)), AfterValidator(_not_zero)
+    ] = _field("TOPIC_REPLICATION_FACTOR")
+    http_timeout_seconds: Annotated[float, AfterValidator(_between(0.1, 600))] = _field(
+        "HTTP_TIMEOUT_SECONDS"
+    )
+    max_retry_wait_seconds: Annotated[float, AfterValidator(_between(0, 86_400))] = _field(
+        "MAX_RETRY_WAIT_SECONDS"
+    )
+    metrics_port: Annotated[int, AfterValidator(_between(0, 65_535))] = _field("METRICS_PORT")
+    log_format: Literal["auto", "json", "text"] = _field("LOG_FORMAT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _field("LOG_LEVEL")
+    dead_letter_topic: OptionalTopic = _field("DEAD_LETTER_TOPIC", default="")
+    dead_letter_policy: Literal["dead-letter", "fail"] = _field("DEAD_LETTER_POLICY")
+    max_message_bytes: Annotated[MessageBytesLimits, BeforeValidator(_message_bytes)] = _field(
+        "MAX_MESSAGE_BYTES"
+    )
+    dead_letter_max_message_bytes: MessageBytes = _field("DEAD_LETTER_MAX_MESSAGE_BYTES")
+    liveness_stall_seconds: Annotated[float, AfterValidator(_between(1, 7 * 86_400))] = _field(
+        "LIVENESS_STALL_SECONDS"
+    )
+    heartbeat_topic: OptionalTopic = _field("HEARTBEAT_TOPIC", default="")
+
+
+_NUMBER_ERRORS = {
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "int_type": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+}
+
+
+def _explain(error: Mapping[str, Any]) -> str:
+    env = str(error["loc"][0]) if error.get("loc") else "configuration"
+    option = _BY_ENV.get(env)
+    shown = "(value not shown)" if option is None or option.secret else repr(error.get("input"))
+    kind = error["type"]
+    if kind in _NUMBER_ERRORS:
+        text = _NUMBER_ERRORS[kind]
+    elif kind == "value_error":
+        text = str(error.get("ctx", {}).get("error", error["msg"]))
+    elif kind == "literal_error":
+        text = f"must be {error.get('ctx', {}).get('expected', '')}"
+    else:
+        text = str(error["msg"])
+    return f"{env} {text}, got {shown}"
+
+
+# -------------------------------------------------------------------------- Settings
 
 
 @dataclass(frozen=True)
@@ -122,24 +370,41 @@ class Settings:
     metrics_port: int
     log_format: str
     log_level: str
-    dead_letter_topic: str = "askelephant.dlq"
-    dead_letter_policy: str = "dead-letter"
-    max_message_bytes: Mapping[str, int] = field(default_factory=dict)
-    """Per resource, with the default under the key `*`."""
-    dead_letter_max_message_bytes: int = 16_777_216
-    liveness_stall_seconds: float = 600.0
     kafka_properties: Mapping[str, str] = field(default_factory=dict)
     """Extra librdkafka properties from `KAFKA_<PROPERTY>` variables (values may be secret)."""
+    dead_letter_topic: str = "askelephant.dlq"
+    """`DEAD_LETTER_TOPIC`, or `<TOPIC_PREFIX>dlq` when it is not set."""
+    dead_letter_policy: Literal["dead-letter", "fail"] = "dead-letter"
+    max_message_bytes: MessageBytesLimits = field(
+        default_factory=lambda: MessageBytesLimits(2_097_152)
+    )
+    dead_letter_max_message_bytes: int = 16_777_216
+    liveness_stall_seconds: float = 600.0
+    heartbeat_topic: str | None = None
+    """None: heartbeats are off."""
+    ignored_kafka_variables: tuple[str, ...] = ()
+    """`KAFKA_*` variables that are not librdkafka properties (names only)."""
 
     def topic_for(self, resource: str) -> str:
         return f"{self.topic_prefix}{resource}"
 
     def max_message_bytes_for(self, resource: str) -> int:
-        return self.max_message_bytes.get(resource, self.max_message_bytes.get("*", 2_097_152))
+        """`MAX_MESSAGE_BYTES` for `resource`: its override, else the default."""
+        return self.max_message_bytes.for_resource(resource)
 
-    def kafka_config(self) -> dict[str, str | int | float | bool]:
-        """librdkafka settings shared by every client."""
-        return {**self.kafka_properties, "bootstrap.servers": self.bootstrap_servers}
+    def kafka_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by every client, with its logs routed to Python logging.
+
+        `logger` sends librdkafka's own log lines through `producer.librdkafka` (structured,
+        rate-limited); without it librdkafka writes raw lines to stderr. Pass the whole dict to
+        `Producer`, `Consumer` or `AdminClient`. Logs are delivered by the client's `poll()`
+        or `flush()`.
+        """
+        return {
+            **self.kafka_properties,
+            "bootstrap.servers": self.bootstrap_servers,
+            "logger": librdkafka_logger(),
+        }
 
     def registry_config(self) -> dict[str, Any]:
         conf: dict[str, Any] = {"url": self.schema_registry_url}
@@ -154,11 +419,20 @@ class Settings:
             )
         return self.credentials
 
+    def warn_ignored(self) -> None:
+        """Log (WARNING) the `KAFKA_*` variables that were ignored; names only, never values."""
+        if self.ignored_kafka_variables:
+            log.warning(
+                "ignoring KAFKA_* variable(s) that are not librdkafka properties: %s",
+                ", ".join(self.ignored_kafka_variables),
+                extra={"ignored_variables": list(self.ignored_kafka_variables)},
+            )
+
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("configuration (flags override environment variables)")
     for option in SETTINGS:
-        shown = "(secret)" if option.secret else f"default: {option.default}"
+        shown = "(secret)" if option.secret else f"default: {option.default or '(empty)'}"
         group.add_argument(
             option.flag,
             dest=option.dest,
@@ -168,45 +442,63 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def _kafka_properties(environ: Mapping[str, str]) -> dict[str, str]:
+# ----------------------------------------------------------------- KAFKA_* properties
+
+_SECRET_WORDS = ("password", "secret", "token", "key")
+
+
+@functools.lru_cache(maxsize=256)
+def _probe_property(prop: str, value: str) -> Literal["known", "unknown", "invalid"]:
+    """Ask librdkafka itself whether it knows `prop` (and accepts `value`).
+
+    Setting a property on a client config is how librdkafka validates it; a throwaway,
+    unconnected producer (no bootstrap servers, logs discarded) is cheap. Only the two
+    set-time errors are decisive; any other construction error (e.g. SASL mechanism support)
+    depends on the whole configuration and is left to the real client.
+    """
+    try:
+        Producer({prop: value, "logger": _DISCARD})
+    except KafkaException as exc:
+        text = exc.args[0].str() if exc.args else str(exc)
+        if text.startswith("No such configuration property"):
+            return "unknown"
+        if text.startswith("Invalid value"):
+            return "invalid"
+    return "known"
+
+
+class _Discard:
+    def log(self, *_args: Any) -> None:
+        """Drops the probe's own log lines (the probe is not a client anyone uses)."""
+
+
+_DISCARD = _Discard()
+
+
+def _kafka_properties(environ: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
     props: dict[str, str] = {}
-    for name, value in environ.items():
-        if not name.startswith(KAFKA_PROPERTY_PREFIX) or name == "KAFKA_BOOTSTRAP_SERVERS":
+    ignored: list[str] = []
+    for name, value in sorted(environ.items()):
+        if not name.startswith(KAFKA_PROPERTY_PREFIX) or name in OPTION_NAMES:
             continue
         prop = name[len(KAFKA_PROPERTY_PREFIX) :].lower().replace("_", ".")
-        if prop and re.fullmatch(r"[a-z0-9.]+", prop):
+        secret = any(word in prop for word in _SECRET_WORDS)
+        if secret:
+            register_secret(value)
+        outcome = _probe_property(prop, value) if re.fullmatch(r"[a-z0-9.]+", prop) else "unknown"
+        if outcome == "unknown":
+            ignored.append(name)
+        elif outcome == "invalid":
+            raise ConfigError(
+                f"{name}: librdkafka refuses this value for {prop!r}"
+                + (" (value not shown)" if secret else f", got {value!r}")
+            )
+        else:
             props[prop] = value
-            if any(word in prop for word in ("password", "secret", "token", "key")):
-                register_secret(value)
-    return props
+    return props, tuple(ignored)
 
 
-def _number(
-    raw: dict[str, str], env: str, cast: Callable[[str], Any], low: float, high: float
-) -> Any:
-    try:
-        value = cast(raw[env])
-    except ValueError:
-        raise ConfigError(f"{env} must be a number, got {raw[env]!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{env} must be between {low:g} and {high:g}, got {value}")
-    return value
-
-
-MESSAGE_BYTES_RANGE = (1_024, 1_000_000_000)
-"""librdkafka caps `message.max.bytes` at 1,000,000,000."""
-
-
-def _message_bytes(raw: dict[str, str]) -> dict[str, int]:
-    env = "MAX_MESSAGE_BYTES"
-    limits: dict[str, int] = {}
-    for part in (p.strip() for p in raw[env].split(",") if p.strip()):
-        name, _, value = part.rpartition("=")
-        key = name.strip() or "*"
-        if key != "*" and key not in RESOURCES:
-            raise ConfigError(f"{env}: unknown resource {key!r}")
-        limits[key] = _number({env: value.strip()}, env, int, *MESSAGE_BYTES_RANGE)
-    return limits
+# ---------------------------------------------------------------------------- loading
 
 
 def load_settings(
@@ -217,76 +509,73 @@ def load_settings(
     raw: dict[str, str] = {}
     for option in SETTINGS:
         value = getattr(flags, option.dest, None) if flags is not None else None
+        given = f" (flag {option.flag})" if value is not None else ""
         if value is None:
-            value = environ.get(option.env, option.default)
-        if value is not None and value.strip() != "":
-            raw[option.env] = value.strip()
-            if option.secret:
-                register_secret(raw[option.env])
+            value = environ.get(option.env)
+        if value is None:
+            if option.default is not None:
+                raw[option.env] = option.default
+            continue
+        value = value.strip()
+        if value == "":
+            if option.empty_ok:
+                continue
+            # An empty variable is a deployment mistake (a missing secret or value), not a
+            # request for the default; silently using the default would hide it.
+            raise ConfigError(
+                f"{option.env} is set but empty{given}; give a value or unset it "
+                f"for the default ({option.default})"
+            )
+        raw[option.env] = value
+        if option.secret:
+            register_secret(value)
+    for name in ("LOG_FORMAT",):
+        raw[name] = raw[name].lower()
+    for name in ("LOG_LEVEL",):
+        raw[name] = raw[name].upper()
+
+    try:
+        model = _Model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_explain(e) for e in exc.errors())) from None
 
     try:
         credentials: Credentials | None = Credentials.from_values(
-            api_key=raw.get("ASKELEPHANT_API_KEY"),
-            access_token=raw.get("ASKELEPHANT_ACCESS_TOKEN"),
+            api_key=model.api_key, access_token=model.access_token
         )
     except ApiConfigError as exc:
-        if "ASKELEPHANT_API_KEY" in raw or "ASKELEPHANT_ACCESS_TOKEN" in raw:
+        if model.api_key or model.access_token:
             raise ConfigError(f"ASKELEPHANT_API_KEY / ASKELEPHANT_ACCESS_TOKEN: {exc}") from None
         credentials = None  # commands that call the API use require_credentials()
 
-    resources = tuple(r.strip() for r in raw["RESOURCES"].split(",") if r.strip())
-    unknown = sorted(set(resources) - set(RESOURCES))
-    if unknown or not resources:
-        raise ConfigError(
-            f"RESOURCES has unknown resource(s) {unknown}; choose from {', '.join(RESOURCES)}"
-        )
-    log_format = raw["LOG_FORMAT"].lower()
-    if log_format not in ("auto", "json", "text"):
-        raise ConfigError(f"LOG_FORMAT must be auto, json or text, got {log_format!r}")
-    log_level = raw["LOG_LEVEL"].upper()
-    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
-    for env in ("ASKELEPHANT_API_URL", "SCHEMA_REGISTRY_URL"):
-        if not re.match(r"^(https?|mock)://[^\s]+$", raw[env]):
-            raise ConfigError(f"{env} must be an http(s) URL, got {raw[env]!r}")
-    for env in ("TOPIC_PREFIX", "CHECKPOINT_TOPIC", "PRODUCER_ID", "DEAD_LETTER_TOPIC"):
-        if env in raw and not re.fullmatch(r"[A-Za-z0-9._-]*", raw[env]):
-            raise ConfigError(f"{env} may only hold letters, digits, '.', '_' and '-'")
-    dead_letter_policy = raw["DEAD_LETTER_POLICY"].lower()
-    if dead_letter_policy not in ("dead-letter", "fail"):
-        raise ConfigError(
-            f"DEAD_LETTER_POLICY must be dead-letter or fail, got {dead_letter_policy!r}"
-        )
-    auth = raw.get("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO")
-    partitions = _number(raw, "TOPIC_PARTITIONS", int, -1, 10_000)
-    replication = _number(raw, "TOPIC_REPLICATION_FACTOR", int, -1, 100)
-    if 0 in (partitions, replication):
-        raise ConfigError("TOPIC_PARTITIONS and TOPIC_REPLICATION_FACTOR must not be 0")
+    kafka_properties, ignored = _kafka_properties(environ)
     return Settings(
-        api_url=raw["ASKELEPHANT_API_URL"],
+        api_url=model.api_url,
         credentials=credentials,
-        bootstrap_servers=raw["KAFKA_BOOTSTRAP_SERVERS"],
-        schema_registry_url=raw["SCHEMA_REGISTRY_URL"],
-        schema_registry_auth=Secret(auth) if auth else None,
-        topic_prefix=raw.get("TOPIC_PREFIX", ""),
-        checkpoint_topic=raw["CHECKPOINT_TOPIC"],
-        resources=resources,
-        poll_interval_seconds=_number(raw, "POLL_INTERVAL_SECONDS", float, 1, 86_400),
-        page_size=_number(raw, "PAGE_SIZE", int, 1, 100),
-        producer_id=raw["PRODUCER_ID"],
-        topic_partitions=partitions,
-        topic_replication_factor=replication,
-        http_timeout_seconds=_number(raw, "HTTP_TIMEOUT_SECONDS", float, 0.1, 600),
-        max_retry_wait_seconds=_number(raw, "MAX_RETRY_WAIT_SECONDS", float, 0, 86_400),
-        metrics_port=_number(raw, "METRICS_PORT", int, 0, 65_535),
-        log_format=log_format,
-        log_level=log_level,
-        dead_letter_topic=raw.get("DEAD_LETTER_TOPIC") or f"{raw.get('TOPIC_PREFIX', '')}dlq",
-        dead_letter_policy=dead_letter_policy,
-        max_message_bytes=_message_bytes(raw),
-        dead_letter_max_message_bytes=_number(
-            raw, "DEAD_LETTER_MAX_MESSAGE_BYTES", int, *MESSAGE_BYTES_RANGE
-        ),
-        liveness_stall_seconds=_number(raw, "LIVENESS_STALL_SECONDS", float, 10, 86_400),
-        kafka_properties=_kafka_properties(environ),
+        bootstrap_servers=model.bootstrap_servers,
+        schema_registry_url=model.schema_registry_url,
+        schema_registry_auth=Secret(model.schema_registry_auth)
+        if model.schema_registry_auth
+        else None,
+        topic_prefix=model.topic_prefix,
+        checkpoint_topic=model.checkpoint_topic,
+        resources=model.resources,
+        poll_interval_seconds=model.poll_interval_seconds,
+        page_size=model.page_size,
+        producer_id=model.producer_id,
+        topic_partitions=model.topic_partitions,
+        topic_replication_factor=model.topic_replication_factor,
+        http_timeout_seconds=model.http_timeout_seconds,
+        max_retry_wait_seconds=model.max_retry_wait_seconds,
+        metrics_port=model.metrics_port,
+        log_format=model.log_format,
+        log_level=model.log_level,
+        kafka_properties=kafka_properties,
+        dead_letter_topic=model.dead_letter_topic or f"{model.topic_prefix}dlq",
+        dead_letter_policy=model.dead_letter_policy,
+        max_message_bytes=model.max_message_bytes,
+        dead_letter_max_message_bytes=model.dead_letter_max_message_bytes,
+        liveness_stall_seconds=model.liveness_stall_seconds,
+        heartbeat_topic=model.heartbeat_topic or None,
+        ignored_kafka_variables=ignored,
     )

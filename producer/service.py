@@ -122,11 +122,17 @@ class SyncService:
     def _sync(self, resource: str, progress: ProgressFn | None) -> RunReport:
         run_id = str(uuid.uuid4())
         started = self.clock()
-        previous = self.checkpoints.get(resource)
+        self.observer.run_started(resource, started)
+        try:
+            previous = self.checkpoints.get(resource)
+        except Exception as exc:  # e.g. an unreadable checkpoint: this resource only
+            report = RunReport(resource, run_id, "failure", RunStats(), 0, None, None, 0.0)
+            report.error = f"{type(exc).__name__}: {exc}"
+            self._finish(report, started)
+            return report
         run = SyncRun(
             resource, previous, started_at=to_micros(datetime.fromtimestamp(started, UTC))
         )
-        self.observer.run_started(resource, started)
         before = previous.updated_at if previous else None
         report = RunReport(resource, run_id, "failure", run.stats, 0, before, before, 0.0)
         report.snapshot = run.snapshot
@@ -171,13 +177,16 @@ class SyncService:
         finally:
             report.published = sink.acked
             report.dead_lettered = sink.dead_lettered
-            report.duration_s = self.clock() - started
             self.observer.add_deduplicated(resource, run.stats.deduplicated)
             self.observer.add_stale(resource, run.stats.stale)
-            self.observer.run_finished(resource, report.outcome, report.duration_s)
-            self.last_reports[resource] = report
-            self._log(report)
+            self._finish(report, started)
         return report
+
+    def _finish(self, report: RunReport, started: float) -> None:
+        report.duration_s = self.clock() - started
+        self.observer.run_finished(report.resource, report.outcome, report.duration_s)
+        self.last_reports[report.resource] = report
+        self._log(report)
 
     def _traverse(
         self, run: SyncRun, run_id: str, sink: RunSink, progress: ProgressFn | None

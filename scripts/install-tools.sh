@@ -25,7 +25,13 @@ log() { echo "install-tools: $*" >&2; }
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not on PATH ($2)"; }
 
 WORK=""
-cleanup() { [[ -n "$WORK" && -d "$WORK" ]] && rm -rf "$WORK"; }
+# An if, not `[[ ]] && rm`: the EXIT trap's status becomes the script's, and a false test
+# when nothing was downloaded (WORK empty) would turn a successful re-run into exit 1.
+cleanup() {
+  if [[ -n "$WORK" && -d "$WORK" ]]; then
+    rm -rf "$WORK"
+  fi
+}
 trap cleanup EXIT
 workdir() { [[ -n "$WORK" ]] || WORK="$(mktemp -d)"; }
 

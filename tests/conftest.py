@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from producer.devstack import HOW_TO_GET_A_BROKER, LocalStack, StackUnavailable
 from producer.devstack._common import cache_root
@@ -31,6 +33,22 @@ _stack_description: list[str] = []
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() == "true"
+
+
+# Hypothesis keeps failing examples in an example database on disk. CI starts from a fresh
+# clone and throws the database away, and a database directory that does not exist yet made
+# hypothesis warn (an error under filterwarnings=error): CI runs without one and prints the
+# reproduction blob of a failure instead; locally the directory is created before use.
+HYPOTHESIS_DB = TESTS_DIR.parent / ".hypothesis" / "examples"
+hypothesis_settings.register_profile("ci", database=None, print_blob=True)
+if _in_ci():
+    hypothesis_settings.load_profile("ci")
+else:
+    HYPOTHESIS_DB.mkdir(parents=True, exist_ok=True)
+    hypothesis_settings.register_profile(
+        "local", database=DirectoryBasedExampleDatabase(str(HYPOTHESIS_DB))
+    )
+    hypothesis_settings.load_profile("local")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

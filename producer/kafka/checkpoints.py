@@ -1,7 +1,12 @@
 """Checkpoints in a compacted Kafka topic, one record per `<producer id>/<resource>` key.
 
-Start-up reads the topic to its end; the latest value per key wins. An unreadable value is an
-error, never a silent restart from scratch. Writes go through the event producer (so a later
+Start-up reads the topic to its end; the latest valid value per key wins. An unreadable value
+is never a silent restart from scratch: it is logged (WARNING) and counted (`corrupt_records`);
+when a later valid record of the same key follows it, it is skipped (compaction will remove it);
+when it is the latest record of its key, only that resource fails (`get` raises
+`CheckpointFormatError` with the command that fixes it) and every other resource works.
+
+Writes go through the event producer (so a later
 transactional mode can put a run's events and its checkpoint in one transaction) and are
 confirmed before `commit` returns.
 """
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, Producer
 
@@ -23,6 +29,24 @@ TIMEOUT_S = 30.0
 
 class CheckpointStoreError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class CorruptCheckpoint:
+    """An unreadable checkpoint record: where it is and why it cannot be read."""
+
+    resource: str
+    key: str
+    where: str
+    """`topic[partition]@offset`"""
+    reason: str
+
+    def error(self) -> CheckpointFormatError:
+        return CheckpointFormatError(
+            f"checkpoint {self.key!r} at {self.where} is unreadable: {self.reason}. "
+            f"Write a new one with `askelephant-kafka reset --resource {self.resource}` "
+            "(add `--to <instant>` to replay from an instant instead of a full export)."
+        )
 
 
 class CheckpointStore:
@@ -39,13 +63,23 @@ class CheckpointStore:
         self._producer = producer
         self._latest: dict[str, Checkpoint] = {}
         self.loaded = False
+        self.corrupt_records = 0
+        """Unreadable records met by the last `load` (superseded ones included)."""
+        self.corrupt_keys: dict[str, CorruptCheckpoint] = {}
+        """Resources whose LATEST record is unreadable: `get` raises for exactly these."""
 
     def key_for(self, resource: str) -> str:
         return f"{self.producer_id}/{resource}"
 
     def load(self) -> dict[str, Checkpoint]:
-        """Read the whole topic; return this producer's latest checkpoint per resource."""
+        """Read the whole topic; return this producer's latest readable checkpoint per resource.
+
+        Resources whose latest record is unreadable are left out of the result and listed in
+        `corrupt_keys`.
+        """
         latest: dict[str, Checkpoint] = {}
+        corrupt: dict[str, CorruptCheckpoint] = {}
+        met: list[CorruptCheckpoint] = []
         prefix = f"{self.producer_id}/"
         for msg in scan_to_end(self._kafka_config, self.topic):
             key = (msg.key() or b"").decode("utf-8", "replace")
@@ -54,32 +88,66 @@ class CheckpointStore:
             resource, value = key[len(prefix) :], msg.value()
             if value is None:
                 latest.pop(resource, None)  # tombstone
+                corrupt.pop(resource, None)
                 continue
             where = f"{self.topic}[{msg.partition()}]@{msg.offset()}"
             try:
                 checkpoint = Checkpoint.from_json(value)
+                if checkpoint.resource != resource:
+                    raise CheckpointFormatError(
+                        f"it names resource {checkpoint.resource!r}, not {resource!r}"
+                    )
             except CheckpointFormatError as exc:
-                raise CheckpointFormatError(
-                    f"checkpoint {key!r} at {where} is unreadable: {exc}. "
-                    "Fix it with `askelephant-kafka reset`."
-                ) from None
-            if checkpoint.resource != resource:
-                raise CheckpointFormatError(
-                    f"checkpoint {key!r} at {where} names resource {checkpoint.resource!r}"
-                )
+                bad = CorruptCheckpoint(resource, key, where, str(exc))
+                met.append(bad)
+                corrupt[resource] = bad
+                latest.pop(resource, None)
+                continue
             latest[resource] = checkpoint
+            corrupt.pop(resource, None)
+        for bad in met:
+            current = corrupt.get(bad.resource) is bad
+            log.warning(
+                "unreadable checkpoint %r at %s (%s): %s",
+                bad.key,
+                bad.where,
+                bad.reason,
+                f"runs of {bad.resource} fail until `askelephant-kafka reset --resource "
+                f"{bad.resource}`"
+                if current
+                else "skipped, a later readable checkpoint of the same key exists",
+                extra={
+                    "event": "checkpoint_corrupt",
+                    "resource": bad.resource,
+                    "where": bad.where,
+                    "superseded": not current,
+                },
+            )
         self._latest = latest
+        self.corrupt_keys = corrupt
+        self.corrupt_records = len(met)
         self.loaded = True
         return dict(latest)
 
     def get(self, resource: str) -> Checkpoint | None:
+        """The latest checkpoint of `resource`; raises `CheckpointFormatError` if unreadable."""
+        bad = self.corrupt_keys.get(resource)
+        if bad is not None:
+            raise bad.error()
         return self._latest.get(resource)
 
     def all(self) -> dict[str, Checkpoint]:
+        """Every readable latest checkpoint (see `corrupt_keys` for the unreadable ones)."""
         return dict(self._latest)
 
     def commit(self, checkpoint: Checkpoint, timeout_s: float = 60.0) -> None:
-        """Write and confirm a checkpoint; raise if Kafka does not acknowledge it."""
+        """Write and confirm a checkpoint; raise if Kafka does not acknowledge it.
+
+        A checkpoint without reset history inherits the stored one's (history only grows, so
+        an empty one means the writer did not carry it), keeping the reset audit across runs.
+        A commit replaces an unreadable latest record of the resource.
+        """
+        checkpoint = checkpoint.carry_history_from(self._latest.get(checkpoint.resource))
         outcome: list[KafkaError | None] = []
         self._producer.produce(
             self.topic,
@@ -97,3 +165,4 @@ class CheckpointStore:
         if outcome[0] is not None:
             raise CheckpointStoreError(f"checkpoint of {checkpoint.resource}: {outcome[0]}")
         self._latest[checkpoint.resource] = checkpoint
+        self.corrupt_keys.pop(checkpoint.resource, None)

@@ -9,6 +9,9 @@
   replaced by ``***`` in the message, its ``%`` arguments, the ``extra={...}`` fields,
   the exception text and the stack info.
 * :func:`log_run` writes the one summary line per sync run.
+* :func:`librdkafka_logger` is the ``logger`` of every confluent-kafka client: librdkafka's
+  own lines become records of the ``producer.librdkafka`` logger (fields ``facility`` and
+  ``client``), and a line repeated within 30 s is counted instead of written again.
 
 JSON line keys: ``ts`` (ISO-8601 UTC, millisecond precision, ``Z`` suffix), ``level``,
 ``logger``, ``message``, then every ``extra`` field given by the caller (an extra whose
@@ -26,16 +29,19 @@ import math
 import re
 import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import IO, Any, Final, Literal
 
 __all__ = [
     "JsonFormatter",
+    "LibrdkafkaLogRouter",
     "LogFormat",
     "RedactingFilter",
     "TextFormatter",
     "configure_logging",
+    "librdkafka_logger",
     "log_run",
     "redact",
     "redact_value",
@@ -311,3 +317,76 @@ def log_run(
     if level is None:
         level = _RUN_LEVELS.get(outcome, logging.ERROR)
     logger.log(level, "%s", message, extra=fields)
+
+
+# ------------------------------------------------------------------------ librdkafka
+
+LIBRDKAFKA_LOGGER: Final = "producer.librdkafka"
+LIBRDKAFKA_REPEAT_WINDOW_S: Final = 30.0
+_DIGITS: Final = re.compile(r"\d+")
+
+
+class LibrdkafkaLogRouter:
+    """The ``logger`` object confluent-kafka calls as ``log(level, "%s [%s] %s: %s", ...)``.
+
+    Levels: librdkafka's ERR lines (connection refused, broker down, ...) are conditions it
+    retries by itself, so they become WARNING; the producer logs its own ERROR when it gives up
+    (a start-up check, a delivery error). Everything else keeps its level.
+
+    Rate limit: a line equal to one written less than ``window_s`` ago (numbers ignored, so
+    "after 3ms" and "after 5ms" are the same line) is not written; the next one written
+    after the window carries ``suppressed=<count>``. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger | None = None,
+        window_s: float = LIBRDKAFKA_REPEAT_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger or logging.getLogger(LIBRDKAFKA_LOGGER)
+        self.window_s = window_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[tuple[int, str, str], tuple[float, int]] = {}
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        if len(args) == 4:
+            facility, client, text = str(args[0]), str(args[1]), str(args[3])
+        else:  # not the shape confluent-kafka uses today: keep the line whole
+            facility, client = "", ""
+            text = fmt % args if args else fmt
+        if level == logging.ERROR:
+            level = logging.WARNING
+        if not self.logger.isEnabledFor(level):
+            return
+        key = (level, facility, _DIGITS.sub("#", text))
+        now = self.clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last[0] < self.window_s:
+                self._last[key] = (last[0], last[1] + 1)
+                return
+            suppressed = last[1] if last is not None else 0
+            self._last[key] = (now, 0)
+            if len(self._last) > 1_000:  # bounded: forget lines older than the window
+                self._last = {k: v for k, v in self._last.items() if now - v[0] < self.window_s}
+        fields: dict[str, Any] = {"event": "librdkafka", "facility": facility, "client": client}
+        message = f"librdkafka {facility}: {text}" if facility else f"librdkafka: {text}"
+        if suppressed:
+            fields["suppressed"] = suppressed
+            message += f" ({suppressed} identical line(s) suppressed)"
+        self.logger.log(level, "%s", message, extra=fields)
+
+
+_router: LibrdkafkaLogRouter | None = None
+_router_lock = threading.Lock()
+
+
+def librdkafka_logger() -> LibrdkafkaLogRouter:
+    """The process-wide router (one rate-limit state for every client)."""
+    global _router
+    with _router_lock:
+        if _router is None:
+            _router = LibrdkafkaLogRouter()
+        return _router

@@ -22,10 +22,42 @@ from producer.sync.timestamps import InvalidTimestampError, Micros, format_insta
 
 CHECKPOINT_FORMAT_VERSION = 1
 DEFAULT_MAX_BOUNDARY_IDS = 10_000
+MAX_RESET_HISTORY = 20
+"""Resets kept in a checkpoint (the newest ones)."""
 
 
 class CheckpointFormatError(ValueError):
     """A stored checkpoint that cannot be read. Never treated as 'no checkpoint'."""
+
+
+@dataclass(frozen=True)
+class ResetEntry:
+    """One operator reset: who, when, and the checkpoint before and after it."""
+
+    by: str
+    at: str
+    from_: str | None
+    """The `updated_at` before the reset (None: none, or it was unreadable; see `note`)."""
+    to: str | None
+    """The `updated_at` after the reset (None: a full export)."""
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"by": self.by, "at": self.at, "from": self.from_, "to": self.to}
+        if self.note is not None:
+            body["note"] = self.note
+        return body
+
+    @classmethod
+    def from_dict(cls, body: Any) -> ResetEntry:
+        if not isinstance(body, dict) or not isinstance(body.get("by"), str):
+            raise CheckpointFormatError("resets must be a list of {by, at, from, to} objects")
+        values = [body.get("at"), body.get("from"), body.get("to"), body.get("note")]
+        if not isinstance(values[0], str) or not all(
+            v is None or isinstance(v, str) for v in values[1:]
+        ):
+            raise CheckpointFormatError("resets must be a list of {by, at, from, to} objects")
+        return cls(by=body["by"], at=body["at"], from_=values[1], to=values[2], note=values[3])
 
 
 @dataclass(frozen=True)
@@ -46,12 +78,21 @@ class Checkpoint:
     """Events the committing run published."""
     reset_by: str | None = None
     reset_from: str | None = None
+    resets: tuple[ResetEntry, ...] = ()
+    """Reset history, oldest first, at most `MAX_RESET_HISTORY`; every later checkpoint of the
+    resource carries it forward (`carry_history_from`), so the audit survives the next run."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Fields written by newer versions, kept so a rewrite does not drop them."""
 
     def __post_init__(self) -> None:
         if self.updated_at is not None:
             instant_micros(self.updated_at)  # raises InvalidTimestampError on garbage
+
+    def carry_history_from(self, previous: Checkpoint | None) -> Checkpoint:
+        """This checkpoint with `previous`'s reset history (kept if this one has its own)."""
+        if previous is None or self.resets or not previous.resets:
+            return self
+        return replace(self, resets=previous.resets)
 
     @property
     def instant(self) -> Micros | None:
@@ -93,6 +134,8 @@ class Checkpoint:
         if self.reset_by is not None:
             body["reset_by"] = self.reset_by
             body["reset_from"] = self.reset_from
+        if self.resets:
+            body["resets"] = [entry.to_dict() for entry in self.resets]
         return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
@@ -116,6 +159,7 @@ class Checkpoint:
             "record_count",
             "reset_by",
             "reset_from",
+            "resets",
         }
         try:
             version = body.get("format", CHECKPOINT_FORMAT_VERSION)
@@ -138,6 +182,12 @@ class Checkpoint:
             rejected = body.get("rejected", [])
             if not isinstance(rejected, list) or not all(isinstance(r, str) for r in rejected):
                 raise CheckpointFormatError("rejected must be a list of strings")
+            resets = body.get("resets", [])
+            if not isinstance(resets, list):
+                raise CheckpointFormatError("resets must be a list of {by, at, from, to} objects")
+            reset_by, reset_from = body.get("reset_by"), body.get("reset_from")
+            if not all(v is None or isinstance(v, str) for v in (reset_by, reset_from)):
+                raise CheckpointFormatError("reset_by and reset_from must be strings")
             return cls(
                 resource=resource,
                 rejected=frozenset(rejected),
@@ -148,8 +198,9 @@ class Checkpoint:
                 run_id=str(body.get("run_id", "")),
                 completed_at=str(body.get("completed_at", "")),
                 record_count=int(body.get("record_count", 0)),
-                reset_by=body.get("reset_by"),
-                reset_from=body.get("reset_from"),
+                reset_by=reset_by,
+                reset_from=reset_from,
+                resets=tuple(ResetEntry.from_dict(r) for r in resets),
                 extra={k: v for k, v in body.items() if k not in known},
             )
         except KeyError as exc:
@@ -168,11 +219,28 @@ def reset_checkpoint(
     reset_by: str,
     completed_at: str,
     run_id: str,
+    previous_note: str | None = None,
 ) -> Checkpoint:
-    """An operator's reset: replay from `to` (inclusive), or a full export when `to` is None."""
-    base = Checkpoint(resource=resource, updated_at=to, run_id=run_id, completed_at=completed_at)
-    return replace(
-        base,
+    """An operator's reset: replay from `to` (inclusive), or a full export when `to` is None.
+
+    The reset is appended to the history carried over from `previous` (newest
+    `MAX_RESET_HISTORY` kept). `previous_note` describes a previous checkpoint that could not
+    be read (then `previous` is None).
+    """
+    entry = ResetEntry(
+        by=reset_by,
+        at=completed_at,
+        from_=previous.updated_at if previous is not None else None,
+        to=to,
+        note=previous_note,
+    )
+    history = (*(previous.resets if previous is not None else ()), entry)
+    return Checkpoint(
+        resource=resource,
+        updated_at=to,
+        run_id=run_id,
+        completed_at=completed_at,
         reset_by=reset_by,
-        reset_from=previous.updated_at if previous is not None else None,
+        reset_from=entry.from_,
+        resets=history[-MAX_RESET_HISTORY:],
     )

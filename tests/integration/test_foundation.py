@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -25,6 +25,7 @@ from confluent_kafka.serialization import (
 )
 
 from producer.devstack import LocalStack
+from producer.kafka.admin import describe_topic_config
 
 CONTACT_V1: dict[str, Any] = {
     "type": "record",
@@ -124,8 +125,9 @@ def test_compacted_topic_config_is_read_back(local_stack: LocalStack, unique_top
     admin = AdminClient({"bootstrap.servers": local_stack.bootstrap_servers})
     _create_topic(admin, unique_topic, {"cleanup.policy": "compact", "min.insync.replicas": "1"})
 
-    resource = ConfigResource(ConfigResource.Type.TOPIC, unique_topic)
-    configs = admin.describe_configs([resource])[resource].result(timeout=30)
+    # A broker answers UNKNOWN_TOPIC_OR_PART until a new topic's metadata reached it; the
+    # helper waits for that (bounded) instead of describing too early.
+    configs = describe_topic_config(admin, unique_topic)
 
     assert configs["cleanup.policy"].value == "compact"
     assert not configs["cleanup.policy"].is_default

@@ -127,6 +127,7 @@ class FakeSink:
 class FakeObserver:
     counts: Counter[str] = field(default_factory=Counter)
     outcomes: list[str] = field(default_factory=list)
+    complete: dict[str, datetime] = field(default_factory=dict)
 
     def run_started(self, resource: str, now: float | None = None) -> None:
         self.counts["runs_started"] += 1
@@ -152,6 +153,9 @@ class FakeObserver:
     def checkpoint_committed(self, resource: str, watermark: datetime | None) -> None:
         self.counts["checkpoints"] += 1
 
+    def complete_up_to(self, resource: str, instant: datetime) -> None:
+        self.complete[resource] = instant
+
     def observe_server_date(
         self, resource: str, server_date: datetime, local_now: float | None = None
     ) -> None:
@@ -161,6 +165,14 @@ class FakeObserver:
 @dataclass
 class FakeLiveness:
     ticks: int = 0
+    progress_by_worker: Counter[str] = field(default_factory=Counter)
+    done: list[str] = field(default_factory=list)
 
     def tick(self) -> None:
         self.ticks += 1
+
+    def progress(self, worker: str) -> None:
+        self.progress_by_worker[worker] += 1
+
+    def worker_done(self, worker: str) -> None:
+        self.done.append(worker)

@@ -27,3 +27,28 @@ def test_every_setting_has_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
         main(["run", "--help"])
     out = capsys.readouterr().out
     assert all(option.flag in out for option in SETTINGS)
+
+
+@pytest.mark.parametrize(
+    "name", ["RESOURCES", "PAGE_SIZE", "SCHEMA_REGISTRY_URL", "CHECKPOINT_TOPIC"]
+)
+def test_an_empty_variable_exits_2_naming_it(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(name, "")
+    assert main(["checkpoints"]) == 2
+    assert f"{name} is set but empty" in capsys.readouterr().err
+
+
+def test_a_fractional_page_size_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["checkpoints", "--page-size", "60.5"]) == 2
+    assert "PAGE_SIZE must be a whole number" in capsys.readouterr().err
+
+
+def test_a_reset_to_the_future_needs_force(capsys: pytest.CaptureFixture[str]) -> None:
+    # Exit 2 before any broker is contacted (none runs at this address).
+    args = ["--kafka-bootstrap-servers", "127.0.0.1:1", "--resources", "tags"]
+    assert main(["reset", "--resource", "tags", "--to", "2099-01-01T00:00:00Z", *args]) == 2
+    err = capsys.readouterr().err
+    assert "in the future" in err
+    assert "--force" in err

@@ -13,9 +13,11 @@ import pytest
 
 from producer.observability.logging import (
     JsonFormatter,
+    LibrdkafkaLogRouter,
     RedactingFilter,
     _clear_secrets,
     configure_logging,
+    librdkafka_logger,
     log_run,
     redact,
     redact_value,
@@ -251,3 +253,55 @@ def test_bad_format_args_do_not_lose_the_record() -> None:
     assert "log formatting failed" in record.getMessage()
     assert API_KEY not in record.getMessage()
     assert JsonFormatter().format(record)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _fail_line(router: LibrdkafkaLogRouter, ms: int = 0) -> None:
+    # The exact call confluent-kafka makes for a librdkafka log line.
+    router.log(
+        logging.ERROR,
+        "%s [%s] %s: %s",
+        "FAIL",
+        "rdkafka#producer-1",
+        "thrd:127.0.0.1:1/bootstrap",
+        f"127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused "
+        f"(after {ms}ms in state CONNECT)",
+    )
+
+
+def test_librdkafka_lines_are_structured_mapped_and_rate_limited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = _Clock()
+    router = LibrdkafkaLogRouter(window_s=30, clock=clock)
+    with caplog.at_level(logging.DEBUG, logger="producer.librdkafka"):
+        for ms in range(200):
+            _fail_line(router, ms)
+        clock.now += 31
+        _fail_line(router)
+        router.log(logging.WARNING, "%s [%s] %s: %s", "CONFWARN", "rdkafka#producer-1", "t", "x")
+    records = [r for r in caplog.records if r.name == "producer.librdkafka"]
+    assert len(records) == 3
+    first, second, other = records
+    # librdkafka retries these itself: WARNING, the producer decides what is an ERROR.
+    assert first.levelno == logging.WARNING
+    assert first.facility == "FAIL"  # type: ignore[attr-defined]
+    assert first.client == "rdkafka#producer-1"  # type: ignore[attr-defined]
+    assert "Connection refused" in first.getMessage()
+    assert second.suppressed == 199  # type: ignore[attr-defined]
+    assert "199 identical line(s) suppressed" in second.getMessage()
+    assert other.facility == "CONFWARN"  # type: ignore[attr-defined]
+
+
+def test_librdkafka_router_is_the_logger_of_every_kafka_config() -> None:
+    from producer.config import load_settings
+
+    conf = load_settings({}).kafka_config()
+    assert conf["logger"] is librdkafka_logger()

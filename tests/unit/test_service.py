@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -87,7 +89,7 @@ def test_a_bad_record_is_dead_lettered_and_the_run_goes_on(
     assert observer.counts[f"dead_lettered:{reason}"] == 1
     checkpoint = sink.checkpoints["contacts"]
     assert checkpoint.updated_at == "2026-03-01T00:02:12Z"  # moved past the bad record
-    assert liveness.ticks == 2
+    assert liveness.progress_by_worker["contacts"] == 2  # one per page
     lines = [r for r in caplog.records if getattr(r, "event", None) == "dead_letter"]
     assert len(lines) == 1
     assert lines[0].levelno == logging.WARNING
@@ -203,3 +205,40 @@ def test_a_failed_run_reports_what_kafka_acknowledged() -> None:
     assert report.outcome == "failure"
     assert "repeated" in (report.error or "")
     assert report.published == 3
+
+
+def test_a_successful_run_reports_the_instant_kafka_is_complete_up_to() -> None:
+    served = datetime(2026, 3, 1, 0, 10, tzinfo=UTC)
+    sink = FakeSink()
+    svc, observer, _ = service(ListSource([page(good(0, 2), server_date=served)]), sink)
+    assert svc.sync_once("contacts").outcome == "success"
+    assert observer.complete["contacts"] == datetime(2026, 3, 1, 0, 9, 59, tzinfo=UTC)
+
+
+def test_an_unreadable_checkpoint_fails_only_that_run() -> None:
+    class Unreadable(FakeSink):
+        def get(self, resource: str) -> Checkpoint | None:
+            raise ValueError(f"checkpoint of {resource} is unreadable")
+
+    svc, observer, _ = service(ListSource([page(good(0, 2))]), Unreadable())
+    report = svc.sync_once("contacts")
+    assert report.outcome == "failure"
+    assert "unreadable" in (report.error or "")
+    assert observer.outcomes == ["failure"]
+
+
+def test_the_loop_reports_progress_while_it_waits_and_stops_promptly() -> None:
+    stop = threading.Event()
+    sink = FakeSink()
+    svc, _, liveness = service(ListSource([page(good(0, 1))]), sink, stop=stop)
+    svc.poll_interval_s = 3600.0
+    worker = threading.Thread(target=svc._loop, args=("contacts",))
+    worker.start()
+    while not sink.runs:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    stop.set()
+    worker.join(timeout=5)
+    assert not worker.is_alive()  # the hour-long wait ends at the stop
+    assert liveness.done == ["contacts"]
+    assert liveness.progress_by_worker["contacts"] >= 2

@@ -1,8 +1,16 @@
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from producer.sync.checkpoint import Checkpoint, CheckpointFormatError, reset_checkpoint
+from producer.sync.checkpoint import (
+    MAX_RESET_HISTORY,
+    Checkpoint,
+    CheckpointFormatError,
+    ResetEntry,
+    reset_checkpoint,
+)
 from producer.sync.timestamps import InvalidTimestampError
 
 
@@ -90,3 +98,102 @@ def test_reset_records_who_and_from_what() -> None:
         "contacts", None, previous=previous, reset_by="bob", completed_at="x", run_id="r"
     )
     assert full.filter_value is None
+
+
+def _reset(
+    previous: Checkpoint | None, by: str, to: str | None = "2026-01-01T00:00:00Z"
+) -> Checkpoint:
+    return reset_checkpoint(
+        "contacts",
+        to,
+        previous=previous,
+        reset_by=by,
+        completed_at="2026-03-06T00:00:00Z",
+        run_id="r",
+    )
+
+
+def test_reset_history_round_trips_and_is_carried_forward() -> None:
+    reset = _reset(make(), "alice@host")
+    assert [(e.by, e.from_, e.to) for e in reset.resets] == [
+        ("alice@host", "2026-03-04T18:25:00Z", "2026-01-01T00:00:00Z")
+    ]
+    again = Checkpoint.from_json(reset.to_json())
+    assert again == reset
+    assert json.loads(reset.to_json())["resets"] == [
+        {
+            "by": "alice@host",
+            "at": "2026-03-06T00:00:00Z",
+            "from": "2026-03-04T18:25:00Z",
+            "to": "2026-01-01T00:00:00Z",
+        }
+    ]
+    # The next run's checkpoint is built without history; carrying keeps the audit.
+    after_run = make(updated_at="2026-03-07T00:00:00Z").carry_history_from(again)
+    assert after_run.resets == reset.resets
+    assert Checkpoint.from_json(after_run.to_json()).resets == reset.resets
+    second = _reset(after_run, "bob@host", None)
+    assert [e.by for e in second.resets] == ["alice@host", "bob@host"]
+    assert second.resets[-1].from_ == "2026-03-07T00:00:00Z"
+    assert second.resets[-1].to is None
+
+
+def test_reset_history_keeps_the_last_20() -> None:
+    checkpoint: Checkpoint | None = None
+    for i in range(25):
+        checkpoint = _reset(checkpoint, f"op{i}")
+    assert checkpoint is not None
+    assert len(checkpoint.resets) == 20
+    assert [e.by for e in checkpoint.resets] == [f"op{i}" for i in range(5, 25)]
+
+
+def test_carry_history_keeps_a_checkpoints_own_history() -> None:
+    own = _reset(None, "carol")
+    other = _reset(None, "dave")
+    assert own.carry_history_from(other) is own
+    assert own.carry_history_from(None) is own
+
+
+@pytest.mark.parametrize(
+    "resets", ['"x"', '[{"by": 1}]', '[{"by": "a", "at": 5}]', '[{"by": "a", "at": "t", "to": 3}]']
+)
+def test_malformed_reset_history_is_unreadable(resets: str) -> None:
+    raw = f'{{"resource": "contacts", "updated_at": null, "resets": {resets}}}'
+    with pytest.raises(CheckpointFormatError, match="resets"):
+        Checkpoint.from_json(raw)
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+_instants = st.sampled_from(
+    [None, "2026-03-04T18:25:00Z", "2026-03-04T20:25:00.123456+02:00", "1999-12-31T23:59:59Z"]
+)
+_entries = st.builds(
+    ResetEntry,
+    by=_text,
+    at=_text,
+    from_=_instants,
+    to=_instants,
+    note=st.none() | _text,
+)
+
+
+@given(
+    updated_at=_instants,
+    ids=st.frozensets(_text, max_size=4),
+    resets=st.lists(_entries, max_size=MAX_RESET_HISTORY).map(tuple),
+    reset_by=st.none() | _text,
+)
+def test_json_round_trip_keeps_every_field_including_reset_history(
+    updated_at: str | None,
+    ids: frozenset[str],
+    resets: tuple[ResetEntry, ...],
+    reset_by: str | None,
+) -> None:
+    checkpoint = make(
+        updated_at=updated_at,
+        boundary_ids=ids,
+        resets=resets,
+        reset_by=reset_by,
+        reset_from=updated_at if reset_by is not None else None,
+    )
+    assert Checkpoint.from_json(checkpoint.to_json()) == checkpoint

@@ -1,0 +1,320 @@
+"""Checkpoint topic and store on the real broker: corrupt records, reset audit, topic policy,
+read-only commands, and start-up failures reported as one line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from producer import app as app_module
+from producer.app import App, StartupError, build_app, open_checkpoint_store
+from producer.cli import main
+from producer.config import load_settings
+from producer.kafka.admin import TopicSpec, ensure_topics, topic_config
+from producer.kafka.publisher import new_producer
+from producer.simulator.server import Simulator
+from producer.sync.checkpoint import Checkpoint, CheckpointFormatError
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """`main()` run in-process installs its log handler on the root logger; take it away."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m producer ARGS` as its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "producer", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def write_raw(env: dict[str, str], resource: str, value: bytes | None) -> None:
+    """Put a record on the checkpoint topic as a broken or foreign writer would."""
+    settings = load_settings(env)
+    producer = new_producer(settings.kafka_config())
+    producer.produce(
+        settings.checkpoint_topic, key=f"{settings.producer_id}/{resource}".encode(), value=value
+    )
+    assert producer.flush(30) == 0
+
+
+def topics(env: dict[str, str]) -> set[str]:
+    settings = load_settings(env)
+    return set(AdminClient(settings.kafka_config()).list_topics(timeout=30).topics)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ------------------------------------------------------------------ corrupt records
+
+
+def test_a_corrupt_record_followed_by_a_valid_one_is_skipped_and_counted(
+    make_env: Callable[..., dict[str, str]],
+    make_app: Callable[..., App],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = make_env(RESOURCES="tags")
+    app = make_app(**env)
+    write_raw(env, "tags", b"{not json")
+    assert app.service.sync_once("tags").outcome == "success"  # a valid record after it
+
+    with caplog.at_level(logging.WARNING, logger="producer.kafka.checkpoints"):
+        store = open_checkpoint_store(load_settings(env))
+    checkpoint = store.get("tags")
+    assert checkpoint is not None
+    assert checkpoint.updated_at is not None
+    assert store.corrupt_records == 1
+    assert store.corrupt_keys == {}
+    assert "skipped, a later readable checkpoint" in caplog.text
+
+
+def test_a_corrupt_latest_record_fails_only_its_resource_and_reset_fixes_it(
+    make_env: Callable[..., dict[str, str]], make_app: Callable[..., App]
+) -> None:
+    env = make_env(RESOURCES="tags,users")
+    app = make_app(**env)
+    for resource in ("tags", "users"):
+        assert app.service.sync_once(resource).outcome == "success"
+    write_raw(env, "tags", b'{"resource": "tags", "updated_at": "yesterday"}')
+
+    store = open_checkpoint_store(load_settings(env))
+    assert store.corrupt_records == 1
+    assert set(store.corrupt_keys) == {"tags"}
+    assert store.get("users") is not None  # the other resource works
+    with pytest.raises(CheckpointFormatError) as info:
+        store.get("tags")
+    assert "askelephant-kafka reset --resource tags" in str(info.value)
+
+    shown = cli(env, "checkpoints")
+    assert shown.returncode == 0, shown.stderr
+    assert "UNREADABLE" in shown.stdout
+    assert "users" in shown.stdout
+
+    # The advice in the message works although the latest record is unreadable.
+    fixed = cli(env, "reset", "--resource", "tags")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "unreadable checkpoint" in fixed.stdout
+    after = open_checkpoint_store(load_settings(env))
+    assert after.corrupt_keys == {}
+    reset = after.get("tags")
+    assert reset is not None
+    assert reset.updated_at is None  # a full export
+    assert reset.resets[-1].note is not None
+    assert "unreadable" in reset.resets[-1].note
+
+
+# ------------------------------------------------------------------------ reset audit
+
+
+def test_a_reset_is_logged_and_its_history_survives_later_runs(
+    make_env: Callable[..., dict[str, str]], make_app: Callable[..., App]
+) -> None:
+    env = make_env(RESOURCES="tags", LOG_FORMAT="json")
+    app = make_app(**env)
+    assert app.service.sync_once("tags").outcome == "success"
+    before = app.store.get("tags")
+    assert before is not None
+
+    result = cli(env, "reset", "--resource", "tags", "--to", "2020-01-01T00:00:00Z")
+    assert result.returncode == 0, result.stderr
+    audit = [
+        json.loads(line)
+        for line in result.stderr.splitlines()
+        if line.startswith("{") and json.loads(line).get("event") == "checkpoint_reset"
+    ]
+    assert len(audit) == 1
+    assert audit[0]["resource"] == "tags"
+    assert audit[0]["reset_from"] == before.updated_at
+    assert audit[0]["reset_to"] == "2020-01-01T00:00:00Z"
+    assert "@" in audit[0]["reset_by"]
+
+    # The next run writes a new checkpoint; the reset history is still in it.
+    rerun = make_app(**env)
+    assert rerun.service.sync_once("tags").outcome == "success"
+    latest = open_checkpoint_store(load_settings(env)).get("tags")
+    assert latest is not None
+    assert latest.run_id
+    assert not latest.run_id.startswith("reset-")
+    assert [(e.from_, e.to) for e in latest.resets] == [(before.updated_at, "2020-01-01T00:00:00Z")]
+    assert latest.resets[0].by == audit[0]["reset_by"]
+
+
+def test_a_reset_to_the_future_needs_force(make_env: Callable[..., dict[str, str]]) -> None:
+    env = make_env(RESOURCES="tags")
+    refused = cli(env, "reset", "--resource", "tags", "--to", "2099-01-01T00:00:00Z")
+    assert refused.returncode == 2
+    assert "in the future" in refused.stderr
+    assert "--force" in refused.stderr
+    assert load_settings(env).checkpoint_topic not in topics(env)  # nothing was written
+
+    forced = cli(env, "reset", "--resource", "tags", "--to", "2099-01-01T00:00:00Z", "--force")
+    assert forced.returncode == 0, forced.stderr
+    stored = open_checkpoint_store(load_settings(env)).get("tags")
+    assert stored is not None
+    assert stored.updated_at == "2099-01-01T00:00:00Z"
+
+
+# ----------------------------------------------------------------------------- topics
+
+
+@pytest.mark.parametrize("policy", ["delete", "compact,delete"])
+def test_a_checkpoint_topic_that_is_not_compact_only_is_refused_before_other_topics(
+    make_env: Callable[..., dict[str, str]], policy: str
+) -> None:
+    env = make_env(RESOURCES="tags")
+    settings = load_settings(env)
+    admin = AdminClient(settings.kafka_config())
+    ensure_topics(admin, [TopicSpec(settings.checkpoint_topic, 1, 1, {"cleanup.policy": policy})])
+
+    with pytest.raises(StartupError, match=r"cleanup\.policy") as info:
+        build_app(settings)
+    assert info.value.component == "checkpoint topic"
+    assert settings.topic_for("tags") not in topics(env)  # no change topic was created
+
+
+def test_a_created_checkpoint_topic_is_compact_only(
+    make_env: Callable[..., dict[str, str]],
+) -> None:
+    env = make_env(RESOURCES="tags")
+    settings = load_settings(env)
+    store = open_checkpoint_store(settings)
+    assert store.all() == {}
+    admin = AdminClient(settings.kafka_config())
+    assert topic_config(admin, settings.checkpoint_topic)["cleanup.policy"] == "compact"
+
+
+def test_read_only_checkpoints_command_creates_nothing(
+    make_env: Callable[..., dict[str, str]],
+) -> None:
+    env = make_env()
+    shown = cli(env, "checkpoints")
+    assert shown.returncode == 0, shown.stderr
+    assert "no checkpoints yet" in shown.stdout
+    as_json = cli(env, "checkpoints", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == {}
+    prefix = env["TOPIC_PREFIX"]
+    assert not {t for t in topics(env) if t.startswith(prefix)}
+
+
+# ------------------------------------------------------------------------ start-up
+
+
+def test_stray_kafka_variables_do_not_stop_a_command(
+    make_env: Callable[..., dict[str, str]], make_app: Callable[..., App]
+) -> None:
+    env = make_env(RESOURCES="tags")
+    assert make_app(**env).service.sync_once("tags").outcome == "success"
+    stray = {
+        "KAFKA_HOME": "/opt/kafka",
+        "KAFKA_HEAP_OPTS": "-Xmx1G",
+        "KAFKA_OPTS": "-Dx=y",
+        # What a Kubernetes service link named "kafka" injects.
+        "KAFKA_PORT": "tcp://127.0.0.1:9",
+        "KAFKA_PORT_9092_TCP_ADDR": "127.0.0.1",
+    }
+    shown = cli({**env, **stray}, "checkpoints")
+    assert shown.returncode == 0, shown.stderr
+    assert "tags" in shown.stdout
+    assert "KAFKA_HOME" in shown.stderr  # the warning
+    assert "KAFKA_PORT" in shown.stderr
+    assert "-Xmx1G" not in shown.stderr  # names only, never values
+
+
+def _error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if " ERROR " in line]
+
+
+def test_an_unreachable_broker_is_one_error_line(
+    make_env: Callable[..., dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    address = f"127.0.0.1:{closed_port()}"
+    env = make_env(KAFKA_BOOTSTRAP_SERVERS=address, RESOURCES="tags")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(app_module, "STARTUP_TIMEOUT_S", 2.0)
+    assert main(["sync"]) == 1
+    err = capfd.readouterr().err
+    errors = _error_lines(err)
+    assert len(errors) == 1, err
+    assert "Kafka" in errors[0]
+    assert address in errors[0]
+    assert "KAFKA_BOOTSTRAP_SERVERS" in errors[0]  # what to check
+    assert "Traceback" not in err
+    assert "|FAIL|" not in err  # no raw librdkafka lines on stderr
+
+
+def test_an_unreachable_registry_is_one_error_line_naming_its_url(
+    make_env: Callable[..., dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    env = make_env(SCHEMA_REGISTRY_URL=url, RESOURCES="tags")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["sync"]) == 1
+    err = capfd.readouterr().err
+    errors = _error_lines(err)
+    assert len(errors) == 1, err
+    assert "schema registry" in errors[0]
+    assert url in errors[0]
+    assert "SCHEMA_REGISTRY_URL" in errors[0]
+    assert "Traceback" not in err
+
+
+def test_a_bad_checkpoint_topic_is_one_error_line_naming_it(
+    make_env: Callable[..., dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    env = make_env(RESOURCES="tags")
+    settings = load_settings(env)
+    admin = AdminClient(settings.kafka_config())
+    ensure_topics(admin, [TopicSpec(settings.checkpoint_topic, 1, 1, {"cleanup.policy": "delete"})])
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["sync"]) == 1
+    err = capfd.readouterr().err
+    errors = _error_lines(err)
+    assert len(errors) == 1, err
+    assert settings.checkpoint_topic in errors[0]
+    assert "cleanup.policy" in errors[0]
+    assert "Traceback" not in err
+
+
+def test_checkpoint_json_written_by_a_reset_round_trips(
+    make_env: Callable[..., dict[str, str]], sim: Simulator
+) -> None:
+    env = make_env(RESOURCES="tags")
+    result = cli(env, "reset", "--resource", "tags", "--to", "2021-05-05T00:00:00Z")
+    assert result.returncode == 0, result.stderr
+    shown = cli(env, "checkpoints", "--json")
+    body = json.loads(shown.stdout)["tags"]
+    assert Checkpoint.from_json(json.dumps(body)).resets[0].to == "2021-05-05T00:00:00Z"
+    assert body["resets"][0]["from"] is None
