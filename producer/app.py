@@ -177,6 +177,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         "retention.ms": "-1",
     }
     specs.append(TopicSpec(settings.dead_letter_topic, partitions, replication, dead_letters))
+    if settings.heartbeat_topic:  # one record per resource, the latest is what counts
+        compact = {"cleanup.policy": "compact"}
+        specs.append(TopicSpec(settings.heartbeat_topic, 1, replication, compact))
     return specs
 
 
@@ -252,6 +255,7 @@ def open_sink(
         observer=observer,
         producer_id=settings.producer_id,
         stop=stop,
+        heartbeat_topic=settings.heartbeat_topic,
     )
     try:
         sink.register_schemas()

@@ -114,7 +114,7 @@ def redrive(
                 report.still_failing[(resource, rejection.reason)] += 1
             else:
                 report.published[resource] += 1
-        run.commit(None)  # every event acknowledged, no checkpoint involved
+        run.commit(None, based_on=None)  # every event acknowledged, no checkpoint involved
     return report
 
 

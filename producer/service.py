@@ -124,7 +124,7 @@ class SyncService:
         started = self.clock()
         self.observer.run_started(resource, started)
         try:
-            previous = self.checkpoints.get(resource)
+            previous = self.checkpoints.current(resource)
         except Exception as exc:  # e.g. an unreadable checkpoint: this resource only
             report = RunReport(resource, run_id, "failure", RunStats(), 0, None, None, 0.0)
             report.error = f"{type(exc).__name__}: {exc}"
@@ -154,9 +154,10 @@ class SyncService:
             checkpoint = run.checkpoint_after(
                 run_id=run_id, completed_at=completed, published=sink.acked
             )
-            sink.commit(checkpoint)
-            if run.horizon is not None:
-                self.observer.complete_up_to(resource, from_micros(run.horizon))
+            complete = None if run.horizon is None else from_micros(run.horizon)
+            sink.commit(checkpoint, based_on=previous, complete_up_to=complete)
+            if complete is not None:
+                self.observer.complete_up_to(resource, complete)
             if checkpoint is not None:
                 report.checkpoint_after = checkpoint.updated_at
                 newest = run.newest_instant

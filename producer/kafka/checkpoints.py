@@ -14,13 +14,15 @@ confirmed before `commit` returns.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from confluent_kafka import KafkaError, Producer
 
-from producer.kafka.reader import scan_to_end
+from producer.kafka.reader import TopicTail
 from producer.sync.checkpoint import Checkpoint, CheckpointFormatError
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,25 @@ TIMEOUT_S = 30.0
 
 class CheckpointStoreError(RuntimeError):
     pass
+
+
+class CheckpointConflictError(CheckpointStoreError):
+    """Someone else (a reset) wrote the checkpoint since the run began."""
+
+
+class _Unchecked:
+    """`commit` without a compare-and-set (the operator's reset)."""
+
+
+UNCHECKED: Final = _Unchecked()
+
+
+def _describe(checkpoint: Checkpoint | None) -> str:
+    if checkpoint is None:
+        return "none"
+    if checkpoint.reset_by:
+        return f"{checkpoint.updated_at or 'a full export'}, reset by {checkpoint.reset_by}"
+    return f"{checkpoint.updated_at} of run {checkpoint.run_id}"
 
 
 @dataclass(frozen=True)
@@ -62,6 +83,8 @@ class CheckpointStore:
         self._kafka_config = dict(kafka_config)
         self._producer = producer
         self._latest: dict[str, Checkpoint] = {}
+        self._lock = threading.RLock()
+        self._tail: TopicTail | None = None
         self.loaded = False
         self.corrupt_records = 0
         """Unreadable records met by the last `load` (superseded ones included)."""
@@ -77,11 +100,34 @@ class CheckpointStore:
         Resources whose latest record is unreadable are left out of the result and listed in
         `corrupt_keys`.
         """
-        latest: dict[str, Checkpoint] = {}
-        corrupt: dict[str, CorruptCheckpoint] = {}
+        with self._lock:
+            if self._tail is not None:
+                self._tail.close()
+            self._tail = TopicTail(self._kafka_config, self.topic)
+            self._latest, self.corrupt_keys, self.corrupt_records = {}, {}, 0
+            self._read_new()
+            self.loaded = True
+            return dict(self._latest)
+
+    def refresh(self) -> None:
+        """Catch up with records written since the last read (e.g. by `reset` elsewhere)."""
+        with self._lock:
+            if self._tail is None:
+                self._tail = TopicTail(self._kafka_config, self.topic)
+            self._read_new()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._tail is not None:
+                self._tail.close()
+                self._tail = None
+
+    def _read_new(self) -> None:
+        assert self._tail is not None
         met: list[CorruptCheckpoint] = []
         prefix = f"{self.producer_id}/"
-        for msg in scan_to_end(self._kafka_config, self.topic):
+        latest, corrupt = self._latest, self.corrupt_keys
+        for msg in self._tail.read_new():
             key = (msg.key() or b"").decode("utf-8", "replace")
             if not key.startswith(prefix):
                 continue  # another producer's checkpoints share the topic
@@ -123,11 +169,12 @@ class CheckpointStore:
                     "superseded": not current,
                 },
             )
-        self._latest = latest
-        self.corrupt_keys = corrupt
-        self.corrupt_records = len(met)
-        self.loaded = True
-        return dict(latest)
+        self.corrupt_records += len(met)
+
+    def current(self, resource: str) -> Checkpoint | None:
+        """`get` after catching up with the topic: what a run starts from."""
+        self.refresh()
+        return self.get(resource)
 
     def get(self, resource: str) -> Checkpoint | None:
         """The latest checkpoint of `resource`; raises `CheckpointFormatError` if unreadable."""
@@ -140,13 +187,34 @@ class CheckpointStore:
         """Every readable latest checkpoint (see `corrupt_keys` for the unreadable ones)."""
         return dict(self._latest)
 
-    def commit(self, checkpoint: Checkpoint, timeout_s: float = 60.0) -> None:
+    def commit(
+        self,
+        checkpoint: Checkpoint,
+        timeout_s: float = 60.0,
+        *,
+        based_on: Checkpoint | _Unchecked | None = UNCHECKED,
+    ) -> None:
         """Write and confirm a checkpoint; raise if Kafka does not acknowledge it.
+
+        `based_on`: the checkpoint the run started from. When the stored one differs by now
+        (an operator's `reset` while `run` was running), the new checkpoint is NOT written:
+        `CheckpointConflictError`, so a reset is never silently overwritten. `reset` itself
+        passes nothing (it is meant to overwrite).
 
         A checkpoint without reset history inherits the stored one's (history only grows, so
         an empty one means the writer did not carry it), keeping the reset audit across runs.
         A commit replaces an unreadable latest record of the resource.
         """
+        if not isinstance(based_on, _Unchecked):
+            self.refresh()
+            with self._lock:
+                stored = self._latest.get(checkpoint.resource)
+            if stored != based_on:
+                raise CheckpointConflictError(
+                    f"the checkpoint of {checkpoint.resource} changed while the run was going "
+                    f"(now {_describe(stored)}, the run started from {_describe(based_on)}); "
+                    "this run's checkpoint is discarded and the next run starts from the new one"
+                )
         checkpoint = checkpoint.carry_history_from(self._latest.get(checkpoint.resource))
         outcome: list[KafkaError | None] = []
         self._producer.produce(

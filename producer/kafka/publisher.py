@@ -14,11 +14,13 @@ the producer was told): `drain` hands those back as refusals to dead-letter the 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -71,7 +73,7 @@ class DeliveryInterruptedError(DeliveryError):
 
 
 class CheckpointWriter(Protocol):
-    def commit(self, checkpoint: Checkpoint) -> None: ...
+    def commit(self, checkpoint: Checkpoint, *, based_on: Checkpoint | None) -> None: ...
 
 
 class DeliveryObserver(Protocol):
@@ -118,6 +120,7 @@ class KafkaSink:
         observer: DeliveryObserver,
         producer_id: str,
         stop: threading.Event | None = None,
+        heartbeat_topic: str | None = None,
     ) -> None:
         """`targets` and `schemas` are keyed by resource (schema: Avro JSON of its events);
         `stop` cuts waits for Kafka short when the service stops."""
@@ -131,6 +134,7 @@ class KafkaSink:
         self._schemas = dict(schemas)
         self._serializers: dict[str, AvroSerializer] = {}
         self.stop = stop or threading.Event()
+        self.heartbeat_topic = heartbeat_topic
 
     def register_schemas(self) -> dict[str, int]:
         """Register every value schema (TopicNameStrategy); fail fast if incompatible."""
@@ -335,7 +339,13 @@ class KafkaRunSink:
             refused, self._refused = self._refused, []
         return refused
 
-    def commit(self, checkpoint: Checkpoint | None) -> None:
+    def commit(
+        self,
+        checkpoint: Checkpoint | None,
+        *,
+        based_on: Checkpoint | None,
+        complete_up_to: datetime | None = None,
+    ) -> None:
         self._check_open()
         refused = self.drain()
         if refused:
@@ -344,7 +354,43 @@ class KafkaRunSink:
             )
         self._closed = True
         if checkpoint is not None:
-            self._sink.checkpoints.commit(checkpoint)
+            self._sink.checkpoints.commit(checkpoint, based_on=based_on)
+        if complete_up_to is not None and self._sink.heartbeat_topic:
+            self._heartbeat(checkpoint or based_on, complete_up_to)
+
+    def _heartbeat(self, checkpoint: Checkpoint | None, complete_up_to: datetime) -> None:
+        """`HEARTBEAT_TOPIC`: for consumers that need a watermark, the instant up to which
+        this resource is complete in Kafka (docs/heartbeats.md); confirmed like a checkpoint."""
+        topic = self._sink.heartbeat_topic
+        assert topic is not None
+        body = {
+            "resource": self.resource,
+            "producer_id": self._sink.producer_id,
+            "complete_up_to": complete_up_to.isoformat().replace("+00:00", "Z"),
+            "checkpoint": checkpoint.updated_at if checkpoint is not None else None,
+            "run_id": self.run_id,
+        }
+        outcome: list[KafkaError | None] = []
+        self._sink.produce(
+            topic,
+            f"{self._sink.producer_id}/{self.resource}".encode(),
+            json.dumps(body, sort_keys=True).encode(),
+            [],
+            lambda err, _msg: outcome.append(err),
+        )
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while not outcome and time.monotonic() < deadline and not self._sink.stop.is_set():
+            self._sink.producer.poll(0.1)
+        if not outcome or outcome[0] is not None:
+            # The checkpoint is already committed; a missing heartbeat only delays the
+            # consumers' watermark until the next run.
+            log.warning(
+                "heartbeat of %s to %s not acknowledged: %s",
+                self.resource,
+                topic,
+                outcome[0] if outcome else "timed out",
+                extra={"component": "kafka", "resource": self.resource},
+            )
 
     def abort(self) -> None:
         self._closed = True

@@ -26,41 +26,72 @@ class TopicReadError(RuntimeError):
 
 def scan_to_end(kafka_config: KafkaConfig, topic: str) -> Iterator[Message]:
     """Every message of `topic` up to the end offsets seen when the scan starts."""
-    consumer = Consumer(
-        {
-            **kafka_config,
-            "group.id": f"askelephant-reader-{uuid.uuid4()}",
-            "enable.auto.commit": "false",
-            "enable.partition.eof": "true",
-            "isolation.level": "read_committed",
-        }
-    )
+    tail = TopicTail(kafka_config, topic)
     try:
-        metadata = consumer.list_topics(topic, timeout=TIMEOUT_S).topics[topic]
-        if metadata.error is not None:
-            raise TopicReadError(f"topic {topic}: {metadata.error}")
-        partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+        yield from tail.read_new()
+    finally:
+        tail.close()
+
+
+class TopicTail:
+    """A consumer that stays assigned to every partition of a topic: each `read_new` yields
+    what was written since the previous call, up to the end offsets seen when it starts.
+
+    The checkpoint store uses it to see, at each run's start, checkpoints that another
+    process (`askelephant-kafka reset`) wrote, at the cost of one offsets request.
+    Not thread-safe: callers serialise calls.
+    """
+
+    def __init__(self, kafka_config: KafkaConfig, topic: str) -> None:
+        self.topic = topic
+        self._consumer = Consumer(
+            {
+                **kafka_config,
+                "group.id": f"askelephant-reader-{uuid.uuid4()}",
+                "enable.auto.commit": "false",
+                "enable.partition.eof": "true",
+                "isolation.level": "read_committed",
+            }
+        )
+        try:
+            metadata = self._consumer.list_topics(topic, timeout=TIMEOUT_S).topics[topic]
+            if metadata.error is not None:
+                raise TopicReadError(f"topic {topic}: {metadata.error}")
+            self._position = dict.fromkeys(metadata.partitions, 0)
+            """Per partition, the next offset to read."""
+            self._consumer.assign(
+                [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+            )
+        except BaseException:
+            self._consumer.close()
+            raise
+
+    def read_new(self) -> Iterator[Message]:
         ends: dict[int, int] = {}
-        for tp in partitions:
-            low, high = consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S)
-            if high > low:
-                ends[tp.partition] = high
-        consumer.assign(partitions)
+        for partition, position in self._position.items():
+            tp = TopicPartition(self.topic, partition)
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S)
+            if high > max(low, position):
+                ends[partition] = high
         while ends:
-            msg = consumer.poll(TIMEOUT_S)
+            msg = self._consumer.poll(TIMEOUT_S)
             if msg is None:
-                raise TopicReadError(f"timed out reading {topic}")
+                raise TopicReadError(f"timed out reading {self.topic}")
             error, partition, offset = msg.error(), msg.partition() or 0, msg.offset() or 0
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    ends.pop(partition, None)
+                    # an end-of-partition event of an earlier call can still be queued
+                    if offset >= ends.get(partition, 0):
+                        ends.pop(partition, None)
                     continue
-                raise TopicReadError(f"reading {topic}: {error}")
+                raise TopicReadError(f"reading {self.topic}: {error}")
+            self._position[partition] = offset + 1
             if offset + 1 >= ends.get(partition, 0):
                 ends.pop(partition, None)
             yield msg
-    finally:
-        consumer.close()
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 @dataclass(frozen=True)

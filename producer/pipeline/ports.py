@@ -76,8 +76,17 @@ class RunSink(Protocol):
         """
         ...
 
-    def commit(self, checkpoint: Checkpoint | None) -> None:
-        """After a full drain: write `checkpoint` (None: unchanged). Raises if not confirmed."""
+    def commit(
+        self,
+        checkpoint: Checkpoint | None,
+        *,
+        based_on: Checkpoint | None,
+        complete_up_to: datetime | None = None,
+    ) -> None:
+        """After a full drain: write `checkpoint` (None: unchanged) unless the stored one is
+        no longer `based_on` (the one the run started from: a reset happened meanwhile), in
+        which case raise. `complete_up_to`: every change before it is in Kafka (heartbeat).
+        Raises if not confirmed."""
         ...
 
     def abort(self) -> None:
@@ -90,7 +99,9 @@ class Sink(Protocol):
 
 
 class CheckpointReader(Protocol):
-    def get(self, resource: str) -> Checkpoint | None: ...
+    def current(self, resource: str) -> Checkpoint | None:
+        """The committed checkpoint as stored now (a run reads it at its start)."""
+        ...
 
 
 class RunObserver(Protocol):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -253,3 +254,60 @@ def test_reset_writes_who_and_from_what(
     shown = cli(env, "checkpoints", "--json")
     assert shown.returncode == 0, shown.stderr
     assert '"reset_by"' in shown.stdout
+
+
+def test_a_reset_during_a_run_wins_and_reaches_the_next_run(
+    make_env: Callable[..., dict[str, str]], make_app: Callable[..., App], sim: Simulator
+) -> None:
+    import threading
+
+    env = make_env(PAGE_SIZE="10")
+    app = make_app(**env)
+    assert app.service.sync_once("contacts").outcome == "success"
+    sim.dataset.mutate("contacts", 60)
+    sim.faults.slow(300, resource="contacts")
+    before = sim.stats()["by_resource"]["contacts"]["requests"]
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(app.service.sync_once("contacts")))
+    worker.start()
+    deadline = time.monotonic() + 30
+    while sim.stats()["by_resource"]["contacts"]["requests"] < before + 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    reset = cli(env, "reset", "--resource", "contacts", "--to", "2020-01-01T00:00:00Z")
+    assert reset.returncode == 0, reset.stderr
+    worker.join(timeout=60)
+    sim.faults.clear()
+    [report] = reports
+    assert report.outcome == "failure"
+    assert "changed while the run was going" in (report.error or "")
+    stored = open_checkpoint_store(load_settings(env)).get("contacts")
+    assert stored is not None
+    assert (stored.updated_at, bool(stored.reset_by)) == ("2020-01-01T00:00:00Z", True)
+    # the running producer's next run starts from the reset (read at the run's start)
+    after = app.service.sync_once("contacts")
+    assert after.outcome == "success", after.error
+    assert after.checkpoint_before == "2020-01-01T00:00:00Z"
+    assert after.published == sim.dataset.count("contacts")  # the replay the reset asked for
+
+
+def test_heartbeats_say_up_to_when_each_resource_is_complete(
+    make_app: Callable[..., App], sim: Simulator
+) -> None:
+    import json
+
+    from producer.sync.timestamps import parse_instant
+
+    app = make_app(RESOURCES="tags", HEARTBEAT_TOPIC=f"{uuid.uuid4().hex[:8]}.heartbeats")
+    started = time.time()
+    assert app.service.sync_once("tags").outcome == "success"
+    assert app.service.sync_once("tags").outcome == "success"  # a quiet run beats too
+    topic = app.settings.heartbeat_topic
+    assert topic is not None
+    admin = AdminClient(app.settings.kafka_config())
+    assert topic_config(admin, topic)["cleanup.policy"] == "compact"
+    beats = [json.loads(m.value()) for m in scan_to_end(app.settings.kafka_config(), topic)]
+    assert len(beats) == 2
+    assert {b["resource"] for b in beats} == {"tags"}
+    complete = [parse_instant(b["complete_up_to"]).timestamp() for b in beats]
+    assert started - 3 < complete[0] <= complete[1] < time.time()

@@ -89,12 +89,20 @@ class FakeRunSink:
         refused, self.owner.pending_refusals = self.owner.pending_refusals, []
         return refused
 
-    def commit(self, checkpoint: Checkpoint | None) -> None:
+    def commit(
+        self,
+        checkpoint: Checkpoint | None,
+        *,
+        based_on: Checkpoint | None,
+        complete_up_to: datetime | None = None,
+    ) -> None:
         if self.drain():
             raise RuntimeError("refusals left")
-        self.committed.append(checkpoint)
         if checkpoint is not None:
+            if self.owner.checkpoints.get(checkpoint.resource) != based_on:
+                raise RuntimeError("the checkpoint changed while the run was going")
             self.owner.checkpoints[checkpoint.resource] = checkpoint
+        self.committed.append(checkpoint)
 
     def abort(self) -> None:
         self.aborted = True
@@ -119,7 +127,7 @@ class FakeSink:
         self.runs.append(run)
         return run
 
-    def get(self, resource: str) -> Checkpoint | None:
+    def current(self, resource: str) -> Checkpoint | None:
         return self.checkpoints.get(resource)
 
 

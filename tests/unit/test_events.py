@@ -612,7 +612,9 @@ def _wrong(schema: Any) -> st.SearchStrategy[Any]:
         return st.booleans() | st.integers() | st.floats(allow_nan=False) | containers | _surrogates
     if kind == "long":
         too_big = st.integers(min_value=_LONG[1] + 1) | st.integers(max_value=_LONG[0] - 1)
-        return st.booleans() | st.text(max_size=4) | st.floats() | too_big | containers
+        return (
+            st.booleans() | st.text(max_size=4) | st.floats(allow_nan=False) | too_big | containers
+        )
     if kind == "boolean":
         return st.integers() | st.text(max_size=4) | st.floats(allow_nan=False) | containers
     if kind == "record":

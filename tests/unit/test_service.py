@@ -217,7 +217,7 @@ def test_a_successful_run_reports_the_instant_kafka_is_complete_up_to() -> None:
 
 def test_an_unreadable_checkpoint_fails_only_that_run() -> None:
     class Unreadable(FakeSink):
-        def get(self, resource: str) -> Checkpoint | None:
+        def current(self, resource: str) -> Checkpoint | None:
             raise ValueError(f"checkpoint of {resource} is unreadable")
 
     svc, observer, _ = service(ListSource([page(good(0, 2))]), Unreadable())
@@ -242,3 +242,20 @@ def test_the_loop_reports_progress_while_it_waits_and_stops_promptly() -> None:
     assert not worker.is_alive()  # the hour-long wait ends at the stop
     assert liveness.done == ["contacts"]
     assert liveness.progress_by_worker["contacts"] >= 2
+
+
+def test_a_reset_during_the_run_is_not_overwritten() -> None:
+    previous = Checkpoint("contacts", "2026-02-01T00:00:00Z")
+    sink = FakeSink(checkpoints={"contacts": previous})
+    reset = Checkpoint("contacts", "2020-01-01T00:00:00Z", reset_by="ops@host")
+
+    class ResetMidRun(ListSource):
+        def pages(self, filter_gte: str | None):  # type: ignore[no-untyped-def]
+            sink.checkpoints["contacts"] = reset  # `askelephant-kafka reset` elsewhere
+            yield from super().pages(filter_gte)
+
+    svc, _, _ = service(ResetMidRun([page(good(0, 2))]), sink)
+    report = svc.sync_once("contacts")
+    assert report.outcome == "failure"
+    assert "changed while the run was going" in (report.error or "")
+    assert sink.checkpoints["contacts"] == reset
