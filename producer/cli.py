@@ -171,6 +171,8 @@ def cmd_run(settings: Settings) -> int:
 
 
 def cmd_sync(settings: Settings, only: list[str] | None) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from producer.app import build_app
 
     resources = only or list(settings.resources)
@@ -178,38 +180,53 @@ def cmd_sync(settings: Settings, only: list[str] | None) -> int:
     if unknown:
         raise ConfigError(f"--resource {unknown} is not in RESOURCES ({settings.resources})")
     app = build_app(settings)
-    progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
-    reports: list[RunReport] = []
+    progress = _Progress(sys.stderr, resources) if sys.stderr.isatty() else None
     try:
-        for resource in resources:
-            report = app.service.sync_once(resource, progress=progress)
-            if progress is not None:
-                progress.done(report)
-            reports.append(report)
+        # Resources run side by side, as in `run`: one slow or failing resource does not hold
+        # the others back (each has its own API client and its own Kafka acknowledgements).
+        with ThreadPoolExecutor(max_workers=len(resources), thread_name_prefix="sync") as pool:
+            futures = [pool.submit(app.service.sync_once, r, progress) for r in resources]
+            reports = [f.result() for f in futures]
     finally:
         app.close()
+    if progress is not None:
+        progress.finish(reports)
     print(render_summary(reports))
     return 0 if all(r.outcome == "success" for r in reports) else 1
 
 
 class _Progress:
-    """A live line per resource on a terminal."""
+    """One live line per resource on a terminal, redrawn together (thread-safe)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, resources: Sequence[str]) -> None:
         self.stream = stream
         self.started = time.monotonic()
+        self.lines = {r: f"{r:<12} starting" for r in resources}
+        self.lock = threading.Lock()
+        self.drawn = 0
 
     def __call__(self, resource: str, stats: RunStats, acked: int) -> None:
         rate = stats.fetched / max(time.monotonic() - self.started, 1e-6)
-        self.stream.write(
-            f"\r\033[K{resource:<12} pages {stats.pages:>5}  fetched {stats.fetched:>7}  "
-            f"acked {acked:>7}  skipped {stats.deduplicated:>5}  {rate:,.0f} rec/s"
+        line = (
+            f"{resource:<12} pages {stats.pages:>5}  fetched {stats.fetched:>8}  "
+            f"acked {acked:>8}  skipped {stats.deduplicated:>6}  {rate:>9,.0f} rec/s"
         )
-        self.stream.flush()
+        with self.lock:
+            self.lines[resource] = line
+            self._draw()
 
-    def done(self, report: RunReport) -> None:
-        self.stream.write(f"\r\033[K{report.resource:<12} {report.outcome}\n")
-        self.started = time.monotonic()
+    def finish(self, reports: Sequence[RunReport]) -> None:
+        with self.lock:
+            for report in reports:
+                self.lines[report.resource] = f"{report.resource:<12} {report.outcome}"
+            self._draw()
+
+    def _draw(self) -> None:
+        up = f"\033[{self.drawn}F" if self.drawn else ""
+        body = "".join(f"\033[K{line}\n" for line in self.lines.values())
+        self.stream.write(up + body)
+        self.stream.flush()
+        self.drawn = len(self.lines)
 
 
 def render_summary(reports: Sequence[RunReport]) -> str:

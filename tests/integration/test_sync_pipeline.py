@@ -311,3 +311,19 @@ def test_heartbeats_say_up_to_when_each_resource_is_complete(
     assert {b["resource"] for b in beats} == {"tags"}
     complete = [parse_instant(b["complete_up_to"]).timestamp() for b in beats]
     assert started - 3 < complete[0] <= complete[1] < time.time()
+
+
+def test_sync_runs_resources_side_by_side(
+    make_env: Callable[..., dict[str, str]], sim: Simulator
+) -> None:
+    # The API fails every request: each resource spends its whole retry budget (3 s). One
+    # after another that is 5 x 3 s; side by side, about 3 s.
+    env = make_env(MAX_RETRY_WAIT_SECONDS="3")
+    sim.faults.server_error(503, count=None)
+    started = time.monotonic()
+    result = cli(env, "sync")
+    took = time.monotonic() - started
+    assert result.returncode == 1
+    summary = result.stdout.splitlines()
+    assert sum(" failure " in line for line in summary) == len(RESOURCES)
+    assert took < 12, f"sync took {took:.1f}s: the resources did not run side by side"
