@@ -295,8 +295,8 @@ def build_app(
     metrics.set_queue_length_source(sink.queue_length)
 
     health = health or new_health(settings)
-    health.add_check("kafka", _kafka_probe(admin))
-    health.add_check("schema_registry", _registry_probe(registry))
+    health.add_check("kafka", _kafka_probe(admin, settings.bootstrap_servers))
+    health.add_check("schema_registry", _registry_probe(registry, settings.schema_registry_url))
     health.set_check_result(
         "checkpoints_loaded",
         True,
@@ -350,20 +350,27 @@ def new_health(settings: Settings) -> HealthState:
     )
 
 
-def _kafka_probe(admin: AdminClient) -> Callable[[], tuple[bool, str]]:
+def _kafka_probe(admin: AdminClient, address: str) -> Callable[[], tuple[bool, str]]:
     def probe() -> tuple[bool, str]:
         try:
             metadata = admin.list_topics(timeout=PROBE_TIMEOUT_S)
+        except KafkaException as exc:
+            return False, f"Kafka at {address}: {_reason(exc)}"
         finally:
             # An AdminClient hands librdkafka's log lines to the `logger` only in poll().
             admin.poll(0)
-        return True, f"{len(metadata.brokers)} broker(s)"
+        return True, f"{len(metadata.brokers)} broker(s) at {address}"
 
     return probe
 
 
-def _registry_probe(registry: SchemaRegistryClient) -> Callable[[], tuple[bool, str]]:
+def _registry_probe(registry: SchemaRegistryClient, url: str) -> Callable[[], tuple[bool, str]]:
     def probe() -> tuple[bool, str]:
-        return True, f"{len(registry.get_subjects())} subject(s)"
+        try:
+            subjects = registry.get_subjects()
+        # whatever the registry client raises (its HTTP library varies by release)
+        except Exception as exc:
+            return False, f"schema registry at {url}: {_reason(exc)}"
+        return True, f"{len(subjects)} subject(s) at {url}"
 
     return probe

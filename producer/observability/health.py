@@ -19,6 +19,7 @@ Report bodies: ``{"status": "ok"|"fail", "checks": {name: {"ok": bool, "detail":
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -27,11 +28,14 @@ from typing import Any, Final
 
 from producer.observability.logging import redact
 
+log = logging.getLogger(__name__)
+
 __all__ = ["Check", "CheckResult", "HealthReport", "HealthState", "default_liveness_timeout"]
 
 Check = Callable[[], tuple[bool, str]]
 
 MIN_LIVENESS_TIMEOUT_S: Final = 120.0
+WARN_EVERY_S: Final = 30.0
 DEFAULT_STALL_TIMEOUT_S: Final = 600.0
 """Well above one API request's worst case (HTTP timeout 30 s plus up to 300 s of retries)."""
 
@@ -121,6 +125,7 @@ class HealthState:
         self._last_tick = clock()
         self._ticks = 0
         self._slots: dict[str, _CheckSlot] = {}
+        self._warned: dict[str, float] = {}
 
     # -- liveness ------------------------------------------------------------------
 
@@ -223,4 +228,20 @@ class HealthState:
                 slot.result = result
                 slot.evaluated_at = self._clock()
             results[name] = result
+            self._warn_if_failing(name, result)
         return HealthReport({name: results[name] for name in names if name in results})
+
+    def _warn_if_failing(self, name: str, result: CheckResult) -> None:
+        """A failing or hanging dependency (a broker or registry stall) is a WARNING while
+        it lasts, at most once per `WARN_EVERY_S` per check, and an INFO when it recovers."""
+        now = self._clock()
+        with self._lock:
+            last = self._warned.get(name)
+            if result.ok:
+                self._warned.pop(name, None)
+            elif last is None or now - last >= WARN_EVERY_S:
+                self._warned[name] = now
+        if result.ok and last is not None:
+            log.info("%s is healthy again: %s", name, result.detail, extra={"check": name})
+        elif not result.ok and (last is None or now - last >= WARN_EVERY_S):
+            log.warning("%s check failing: %s", name, result.detail, extra={"check": name})

@@ -279,3 +279,25 @@ def test_a_silent_worker_fails_liveness_by_name(clock: FakeClock) -> None:
     assert report.checks["loop"].ok
     health.worker_done("contacts")  # stopped on purpose: no longer watched
     assert health.liveness().ok
+
+
+def test_a_failing_check_is_a_warning_while_it_lasts_and_info_when_it_recovers(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    health = HealthState(cache_ttl_s=0, check_timeout_s=1, clock=clock)
+    state = {"ok": False}
+    health.add_check("schema_registry", lambda: (state["ok"], "at http://registry:8081"))
+    with caplog.at_level("INFO", logger="producer.observability.health"):
+        health.readiness()
+        health.readiness()  # within 30 s: not repeated
+        clock.now += 31
+        health.readiness()
+        state["ok"] = True
+        clock.now += 1
+        health.readiness()
+    levels = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert levels == [
+        ("WARNING", "schema_registry check failing: at http://registry:8081"),
+        ("WARNING", "schema_registry check failing: at http://registry:8081"),
+        ("INFO", "schema_registry is healthy again: at http://registry:8081"),
+    ]
