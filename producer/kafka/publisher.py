@@ -360,7 +360,8 @@ class KafkaRunSink:
 
     def _heartbeat(self, checkpoint: Checkpoint | None, complete_up_to: datetime) -> None:
         """`HEARTBEAT_TOPIC`: for consumers that need a watermark, the instant up to which
-        this resource is complete in Kafka (docs/heartbeats.md); confirmed like a checkpoint."""
+        this resource is complete in Kafka (README "Resets and heartbeats"); confirmed like a
+        checkpoint."""
         topic = self._sink.heartbeat_topic
         assert topic is not None
         body = {
