@@ -17,15 +17,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/askelephant-kafka demo
+	$(BIN)/python -m devstack.demo
 
 # helm, promtool and kubernetes-validate for the chart and alert-rule tests
 tools: $(STAMP)
 	VENV=$(VENV) bash scripts/install-tools.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check producer tests benchmarks
-	$(BIN)/ruff format --check producer tests benchmarks
+	$(BIN)/ruff check producer devstack tests benchmarks
+	$(BIN)/ruff format --check producer devstack tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -53,8 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", default=None, help="replay from this ISO-8601 instant (default: full export)"
     )
     commands.add_parser("simulator", help="run the AskElephant API simulator", add_help=False)
-    demo = commands.add_parser("demo", help="end-to-end demo on a local broker and simulator")
-    demo.add_argument("--records", type=int, default=300, help="records per resource")
     return parser
 
 
@@ -65,10 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return simulator_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        from producer.demo import main as demo_main
-
-        return demo_main(records=args.records)
     try:
         settings = load_settings(flags=args)
         configure_logging(settings.log_level, settings.log_format)  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ from confluent_kafka.serialization import (
     StringSerializer,
 )
 
-from producer.devstack import LocalStack
+from devstack import LocalStack
 
 CONTACT_V1: dict[str, Any] = {
     "type": "record",
