@@ -26,9 +26,10 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from devstack.stack import LocalStack
 from producer.app import build_app
 from producer.cli import render_summary
-from producer.config import RESOURCES, load_settings
+from producer.config import load_settings
 from producer.kafka.reader import read_topic
 from producer.observability.logging import configure_logging
+from producer.schemas import RESOURCES
 from producer.service import RunReport
 from producer.simulator.server import Simulator
 

@@ -17,8 +17,8 @@ from typing import Any
 from producer.api import Credentials, Secret
 from producer.api.errors import ApiConfigError
 from producer.observability.logging import register_secret
+from producer.schemas import RESOURCES
 
-RESOURCES = ("contacts", "companies", "users", "tags", "engagements")
 KAFKA_PROPERTY_PREFIX = "KAFKA_"
 
 

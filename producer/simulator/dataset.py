@@ -22,14 +22,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
+from producer.schemas import RESOURCES
 from producer.simulator.clock import PRECISIONS, Precision, SimClock, format_ts, from_us
 
 Resource = str
 Order = Literal["asc", "desc"]
 SortKey = tuple[int, str]  # (updated_at in epoch µs, id): the keyset of the list order
 
-# api.md §2 / §0: the five list endpoints GET /v2/<resource>
-RESOURCES: Final[tuple[str, ...]] = ("contacts", "companies", "users", "tags", "engagements")
 
 # api.md §2.4 "ID formats": cnt_/cmp_/usr_/tag_/ngmt_ + (INFERRED) 26 Crockford base32 chars
 ID_PREFIX: Final[Mapping[str, str]] = {
