@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench clean install tools
+.PHONY: demo devstack test lint typecheck unit integration bench clean install tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m devstack.demo
+
+# broker + registry + API simulator for use by hand; prints the export lines; Ctrl-C stops
+devstack: $(STAMP)
+	$(BIN)/python -m devstack
 
 # helm, promtool and kubernetes-validate for the chart and alert-rule tests
 tools: $(STAMP)
