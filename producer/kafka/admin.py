@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -74,7 +75,18 @@ def ensure_compacted(admin: AdminClient, topic: str, *, replication_factor: int 
         )
 
 
-def topic_config(admin: AdminClient, topic: str) -> dict[str, str]:
+def topic_config(admin: AdminClient, topic: str, *, settle_s: float = 10.0) -> dict[str, str]:
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    result = admin.describe_configs([resource], request_timeout=TIMEOUT_S)[resource].result()
-    return {name: entry.value for name, entry in result.items()}
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            future = admin.describe_configs([resource], request_timeout=TIMEOUT_S)[resource]
+            result = future.result()
+            return {name: entry.value for name, entry in result.items()}
+        except KafkaException as exc:
+            # A topic created a moment ago can still be unknown to the broker that answers
+            # (its metadata lags the controller): ask again for a few seconds, not forever.
+            unknown = exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            if not unknown or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
