@@ -25,7 +25,8 @@ log() { echo "install-tools: $*" >&2; }
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not on PATH ($2)"; }
 
 WORK=""
-cleanup() { [[ -n "$WORK" && -d "$WORK" ]] && rm -rf "$WORK"; }
+# `if`, not `&&`: a false test as the last command of the EXIT trap became the exit status.
+cleanup() { if [[ -n "$WORK" && -d "$WORK" ]]; then rm -rf "$WORK"; fi; }
 trap cleanup EXIT
 workdir() { [[ -n "$WORK" ]] || WORK="$(mktemp -d)"; }
 
