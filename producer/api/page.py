@@ -54,7 +54,7 @@ def parse_page(
 ) -> Page:
     """Parse a 2xx list response; raise :class:`ApiProtocolError` on any envelope violation.
 
-    Expected (api.md §2.3): ``{"object": "list", "data": [{...}], "has_more": bool,
+    Expected (docs/askelephant-api.md §2.3): ``{"object": "list", "data": [{...}], "has_more": bool,
     "next_cursor": str | null}``, and a non-empty `next_cursor` whenever `has_more` is true.
     A malformed body is never treated as an empty page.
     """

@@ -1,7 +1,7 @@
 """Request building (pure): one list request of the AskElephant API v2 as path + query params.
 
 Only ``GET /v2/<resource>`` list calls exist here; that is all a change-stream producer needs
-(api.md §2).
+(docs/askelephant-api.md §2).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ _RESOURCE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 class ListQuery:
     """One list request. Every page of a traversal repeats the same filter and order_by and
     adds the cursor: the docs' page-2 example drops them, but whether the cursor encodes
-    them is undocumented, so re-sending is the safe choice (api.md §2.1 [INFERRED]; the
-    bulk-export guide: "keep the same order_by and filter values for every page")."""
+    them is undocumented, so re-sending is the safe choice (docs/askelephant-api.md §2.1
+    [INFERRED]; the bulk-export guide: "keep the same order_by and filter values for every
+    page")."""
 
     resource: str
     updated_at_gte: str | None = None

@@ -1,6 +1,6 @@
 """AskElephant API v2 simulator: a real HTTP server for the demo, the tests and benchmarks.
 
-Every behaviour is traced to the API notes (``# api.md §x.y`` comments);
+Every behaviour is traced to the API notes (``# docs/askelephant-api.md §x.y`` comments);
 undocumented points are marked as simulator choices.  See ``docs/simulator.md``.
 """
 

@@ -1,9 +1,9 @@
 """The simulator's request handling: :class:`SimulatorApp` turns one HTTP request into a
 :class:`~producer.simulator.responses.Response`, with no sockets involved.
 
-API routes (base path ``/api`` by default, api.md §0):
-    GET {base}/v2/{contacts|companies|users|tags|engagements}        list (api.md §2)
-    GET {base}/v2/{resource}/{id}                                    one record (api.md §4.2)
+API routes (base path ``/api`` by default, docs/askelephant-api.md §0):
+    GET {base}/v2/{contacts|companies|users|tags|engagements}  list (docs/askelephant-api.md §2)
+    GET {base}/v2/{resource}/{id}                      one record (docs/askelephant-api.md §4.2)
 Control routes (no auth; simulator only): ``/_simulator/...`` in
 :mod:`producer.simulator.control`.
 """
@@ -40,11 +40,12 @@ logger = logging.getLogger("producer.simulator")
 
 # CONTRACTS.md: default accepted API key of the simulator
 DEFAULT_API_KEY: Final = "sk-apik_simulator.localdevsecret"
-# api.md §4.2: X-Api-Version exists, its value format is undocumented -> simulator choice
+# docs/askelephant-api.md §4.2: X-Api-Version exists, its value format is undocumented -> simulator
+# choice
 DEFAULT_API_VERSION: Final = "2026-03-01"
 DEFAULT_BASE_PATH: Final = "/api"
 
-# api.md §3.2 lists 500 only; slugs are simulator choices
+# docs/askelephant-api.md §3.2 lists 500 only; slugs are simulator choices
 _SERVER_ERROR_SLUGS: Final = {
     500: "internal_error",
     502: "bad_gateway",
@@ -177,8 +178,10 @@ class SimulatorApp:
             )
         else:
             resp, fault, count = self._api(method, resource, record_id, params, headers, request_id)
-            resp.headers.append(("X-Api-Version", self.api_version))  # api.md §2.3 / §4.2
-        resp.headers.append(("X-Request-Id", request_id))  # simulator choice (api.md §3.1 body)
+            # docs/askelephant-api.md §2.3 / §4.2
+            resp.headers.append(("X-Api-Version", self.api_version))
+        # simulator choice (docs/askelephant-api.md §3.1 body)
+        resp.headers.append(("X-Request-Id", request_id))
         info = self._record(method, path, params, resource, resp, fault, request_id, count)
         self._after_request(info)
         return resp
@@ -194,7 +197,8 @@ class SimulatorApp:
         return parts[0], (parts[1] if len(parts) == 2 else None)
 
     def _authenticate(self, authorization: str | None) -> None:
-        """api.md §1.1: API key = raw Authorization value (no Bearer); OAuth = Bearer <token>."""
+        """docs/askelephant-api.md §1.1: API key = raw Authorization value (no Bearer); OAuth =
+        Bearer <token>."""
         if authorization is not None:
             if _secret_equal(authorization, self.api_key):
                 return
@@ -212,7 +216,8 @@ class SimulatorApp:
                 headers=[("WWW-Authenticate", 'Bearer realm="askelephant"')],
             )
         if authorization[:7].lower() == "bearer ":
-            # api.md §1.2: bearer failures get 401 plus a WWW-Authenticate challenge
+            # docs/askelephant-api.md §1.2: bearer failures get 401 plus a WWW-Authenticate
+            # challenge
             detail = "Invalid or expired bearer token."
             if authorization[7:].strip().startswith("sk-apik_"):
                 detail += " API keys are sent as the raw Authorization value, without 'Bearer'."
@@ -273,7 +278,7 @@ class SimulatorApp:
         self, status: int, retry_after: int | None, decision: FaultDecision, request_id: str
     ) -> Response:
         if status == 429:
-            # api.md §3.3: 429 "Too many requests.", retry only after Retry-After
+            # docs/askelephant-api.md §3.3: 429 "Too many requests.", retry only after Retry-After
             exc = ProblemError(429, "rate_limited", "Too many requests.", title="Too Many Requests")
         elif status >= 500:
             exc = ProblemError(
@@ -307,19 +312,19 @@ class SimulatorApp:
             if page.has_more and page.last_key is not None
             else None
         )
-        # api.md §2.3: next_cursor is null together with has_more false
+        # docs/askelephant-api.md §2.3: next_cursor is null together with has_more false
         body = envelope(page.records, page.has_more, cursor)
         return Response(200, json_body(body)), len(page.records)
 
     def _get(self, resource: str, record_id: str) -> tuple[Response, int]:
         record = self.dataset.get(resource, record_id)
         if record is None:
-            # api.md §4.1: [INFERRED] a soft-deleted record's GET returns 404
+            # docs/askelephant-api.md §4.1: [INFERRED] a soft-deleted record's GET returns 404
             raise ProblemError(
                 404, "not_found", f"No {resource[:-1]} {record_id}.", title="Not Found"
             )
         body = json_body(record)
-        # api.md §4.2: single-resource GETs carry an ETag (format undocumented)
+        # docs/askelephant-api.md §4.2: single-resource GETs carry an ETag (format undocumented)
         etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
         return Response(200, body, headers=[("ETag", etag)]), 1
 

@@ -146,7 +146,8 @@ class FaultInjector:
         resource: str | None = None,
         probability: float | None = None,
     ) -> int:
-        """429 with ``Retry-After`` (api.md §3.3) in seconds, or as an HTTP-date."""
+        """429 with ``Retry-After`` (docs/askelephant-api.md §3.3) in seconds, or as an
+        HTTP-date."""
         return self.add(
             "status",
             status=429,

@@ -9,7 +9,7 @@ from typing import Any, Final, Literal
 
 from producer.simulator.listing import ProblemError, json_body
 
-PROBLEM_JSON: Final = "application/problem+json"  # api.md §3.1
+PROBLEM_JSON: Final = "application/problem+json"  # docs/askelephant-api.md §3.1
 JSON: Final = "application/json"
 
 

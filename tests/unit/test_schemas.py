@@ -28,7 +28,8 @@ RECORD_NAMES = {
     "engagements": "Engagement",
 }
 
-# Every field api.md §2.4 documents per resource, without media_url and the expansions.
+# Every field docs/askelephant-api.md §2.4 documents per resource, without media_url and the
+# expansions.
 AFTER_FIELDS = {
     "contacts": [
         "object", "id", "created_at", "updated_at", "first_name", "last_name", "description",
