@@ -23,6 +23,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 COPY pyproject.toml README.md* ./
+# producer/ is the product alone (the devstack and the demo live outside it, in devstack/).
 # producer/_schemas is a symlink to ../schemas: the wheel gets real copies of the
 # Avro schemas (package data), so the runtime stage needs nothing but the wheels.
 COPY producer ./producer

@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench clean install tools
+.PHONY: demo devstack test lint typecheck unit integration bench clean install tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,15 +17,19 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/askelephant-kafka demo
+	$(BIN)/python -m devstack.demo
+
+# broker + registry + API simulator for use by hand; prints the export lines; Ctrl-C stops
+devstack: $(STAMP)
+	$(BIN)/python -m devstack
 
 # helm, promtool and kubernetes-validate for the chart and alert-rule tests
 tools: $(STAMP)
 	VENV=$(VENV) bash scripts/install-tools.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check producer tests benchmarks
-	$(BIN)/ruff format --check producer tests benchmarks
+	$(BIN)/ruff check producer devstack tests benchmarks
+	$(BIN)/ruff format --check producer devstack tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

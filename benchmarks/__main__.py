@@ -85,9 +85,9 @@ def bench_events() -> float:
 
 
 def bench_end_to_end(records: int) -> float:
+    from devstack.stack import LocalStack
     from producer.app import build_app
     from producer.config import load_settings
-    from producer.devstack.stack import LocalStack
     from producer.simulator.server import Simulator
 
     with LocalStack() as stack, Simulator(seed=5, records_per_resource=records) as sim:

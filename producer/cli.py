@@ -75,8 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept a --to in the future (no change before it will ever be published)",
     )
     commands.add_parser("simulator", help="run the AskElephant API simulator", add_help=False)
-    demo = commands.add_parser("demo", help="end-to-end demo on a local broker and simulator")
-    demo.add_argument("--records", type=int, default=300, help="records per resource")
     return parser
 
 
@@ -87,10 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return simulator_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        from producer.demo import main as demo_main
-
-        return demo_main(records=args.records)
     from producer.app import StartupError
 
     settings: Settings | None = None

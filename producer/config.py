@@ -27,10 +27,10 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from producer.api import Credentials, Secret
 from producer.api.errors import ApiConfigError
 from producer.observability.logging import librdkafka_logger, register_secret
+from producer.schemas import RESOURCES
 
 log = logging.getLogger(__name__)
 
-RESOURCES = ("contacts", "companies", "users", "tags", "engagements")
 KAFKA_PROPERTY_PREFIX = "KAFKA_"
 DEAD_LETTER_POLICIES = ("dead-letter", "fail")
 

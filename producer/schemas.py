@@ -77,11 +77,16 @@ def _check_resource(resource: str) -> None:
 
 @functools.cache
 def schema_str(resource: str) -> str:
-    """The raw text of ``<resource>.avsc`` (what to hand to the Schema Registry serializer)."""
+    """The text of ``<resource>.avsc`` (what to hand to the Schema Registry serializer).
+
+    Surrounding whitespace is stripped because confluent-kafka's AvroSerializer strips it
+    before it looks the schema up: a registry that matches lookups on the exact text
+    (Apicurio Registry does) would otherwise answer 40403 for the schema just registered.
+    """
     _check_resource(resource)
     path = schema_dir().joinpath(f"{resource}.avsc")
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8").strip()
     except FileNotFoundError as exc:
         raise SchemaNotFoundError(f"schema file missing: {path}") from exc
 

@@ -1,9 +1,10 @@
 """Suite-wide pytest wiring: markers by folder, the real Kafka broker + schema registry.
 
-`local_stack` (session scope) is started once, on first use, by producer.devstack: an
+`local_stack` (session scope) is started once, on first use, by devstack: an
 existing cluster (KAFKA_BOOTSTRAP_SERVERS / SCHEMA_REGISTRY_URL), Docker, or Apache Kafka
-jars from Maven Central run on Java. When none can be had, tests that use it are skipped
-locally and FAIL under CI=true: a missing broker in CI is a failure, never a skip.
+jars and Apicurio Registry from Maven Central run on Java. When none can be had, tests that
+use it are skipped locally and FAIL under CI=true: a missing broker in CI is a
+failure, never a skip.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from producer.devstack import HOW_TO_GET_A_BROKER, LocalStack, StackUnavailable
-from producer.devstack._common import cache_root
+from devstack import HOW_TO_GET_A_BROKER, LocalStack, StackUnavailable
+from devstack._common import cache_root
+from devstack.kafka import DEFAULT_KAFKA_VERSION
+from devstack.registry import DEFAULT_APICURIO_VERSION
 
 log = logging.getLogger("tests.devstack")
 
@@ -58,7 +61,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         if external
         else f"mode={os.environ.get('DEVSTACK_MODE', 'auto')}, jar cache {cache_root()}"
     )
-    return [f"devstack: broker + schema registry started on first use ({source})"]
+    kafka = os.environ.get("DEVSTACK_KAFKA_VERSION") or DEFAULT_KAFKA_VERSION
+    apicurio = os.environ.get("DEVSTACK_APICURIO_VERSION") or DEFAULT_APICURIO_VERSION
+    # Named here so the CI log says what the integration tests ran against.
+    return [
+        f"devstack: broker + schema registry started on first use ({source})",
+        f"devstack: without Docker: Apache Kafka {kafka} and Apicurio Registry {apicurio} "
+        "(the stack actually used is printed in the summary)",
+    ]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

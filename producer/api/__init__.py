@@ -1,24 +1,14 @@
 """httpx client for the AskElephant API v2 list endpoints.
 
-Request building (:class:`ListQuery`), transport with retries (:class:`ApiClient`,
-:class:`RetryPolicy`) and parsing (:func:`parse_page` -> :class:`Page`) are separate;
-errors are in :mod:`producer.api.errors`, credentials in :mod:`producer.api.auth`.
+One module per concern: request building (:mod:`~producer.api.query`, :class:`ListQuery`),
+transport with retries (:mod:`~producer.api.client`, :class:`ApiClient`;
+:mod:`~producer.api.retry`, :class:`RetryPolicy`), parsing (:mod:`~producer.api.page`,
+:func:`parse_page` -> :class:`Page`), observer hooks (:mod:`~producer.api.observer`), errors
+(:mod:`~producer.api.errors`) and credentials (:mod:`~producer.api.auth`).
 """
 
 from producer.api.auth import API_KEY_PREFIX, Credentials, Secret
-from producer.api.client import (
-    DEFAULT_BASE_URL,
-    DEFAULT_TIMEOUT_SECONDS,
-    MAX_PAGE_SIZE,
-    ORDER_BY_VALUES,
-    USER_AGENT,
-    ApiClient,
-    ApiObserver,
-    ListQuery,
-    NoopObserver,
-    Page,
-    parse_page,
-)
+from producer.api.client import DEFAULT_BASE_URL, DEFAULT_TIMEOUT_SECONDS, USER_AGENT, ApiClient
 from producer.api.errors import (
     ApiClientError,
     ApiConfigError,
@@ -26,10 +16,14 @@ from producer.api.errors import (
     ApiProtocolError,
     ApiTransportError,
     ErrorItem,
+    NotJsonError,
     Problem,
     is_retryable_status,
     status_class,
 )
+from producer.api.observer import ApiObserver, NoopObserver
+from producer.api.page import Page, parse_page
+from producer.api.query import MAX_PAGE_SIZE, ORDER_BY_VALUES, ListQuery
 from producer.api.retry import RetryDecision, RetryPolicy, parse_http_date, parse_retry_after
 
 __all__ = [
@@ -50,6 +44,7 @@ __all__ = [
     "ErrorItem",
     "ListQuery",
     "NoopObserver",
+    "NotJsonError",
     "Page",
     "Problem",
     "RetryDecision",

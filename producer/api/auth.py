@@ -1,6 +1,6 @@
 """Credentials for the AskElephant API and a redacting `Secret` wrapper.
 
-Two credential kinds exist (api.md §1.1):
+Two credential kinds exist (docs/askelephant-api.md §1.1):
 
 * an API key ``sk-apik_<id>.<secret>``: sent as the *raw* ``Authorization`` value, no
   ``Bearer`` (the guide pages say so explicitly; the generated reference pages show

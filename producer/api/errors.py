@@ -11,6 +11,7 @@ Hierarchy::
     +-- ApiError                              a non-2xx HTTP response (after retries, if any)
     +-- ApiTransportError                     connection error / timeout (after retries, if any)
     +-- ApiProtocolError                      a 2xx response whose body breaks the list contract
+        +-- NotJsonError                      ... because it is not JSON at all (retried)
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "REQUEST_ID_HEADERS",
     "ApiClientError",
     "ApiConfigError",
     "ApiError",
     "ApiProtocolError",
     "ApiTransportError",
     "ErrorItem",
+    "NotJsonError",
     "Problem",
     "is_retryable_status",
     "status_class",
@@ -37,7 +40,8 @@ Redactor = Callable[[str], str]
 _MAX_FIELD_CHARS = 500
 _MAX_BODY_SNIPPET_CHARS = 200
 _MAX_ERROR_ITEMS = 20
-_REQUEST_ID_HEADERS = ("x-request-id", "request-id")
+#: Headers that may carry the server's request id, in order of preference.
+REQUEST_ID_HEADERS = ("x-request-id", "request-id")
 
 
 def _identity(text: str) -> str:
@@ -119,7 +123,7 @@ class Problem:
     ) -> Problem:
         """Parse an error response leniently; never raises."""
         header_rid = next(
-            (headers[h] for h in _REQUEST_ID_HEADERS if headers.get(h)),
+            (headers[h] for h in REQUEST_ID_HEADERS if headers.get(h)),
             None,
         )
         request_id = _opt_str(header_rid, redact)
@@ -282,8 +286,22 @@ class ApiProtocolError(ApiClientError):
             where += ")"
         message = f"Malformed AskElephant API response to {where}: {problem}"
         message += f" | request_id={request_id or 'n/a'}"
+        self.attempts = 1
         super().__init__(message)
 
     @property
     def retryable(self) -> bool:
         return False
+
+
+class NotJsonError(ApiProtocolError):
+    """A 2xx response whose body is not JSON (empty, or e.g. a proxy's HTML page).
+
+    Unlike a JSON body that breaks the envelope (the API's own answer, the same on every
+    try), this is most likely something between us and the API answering in its place, so
+    the client retries it like a 5xx before it fails the run.
+    """
+
+    @property
+    def retryable(self) -> bool:
+        return True

@@ -7,7 +7,9 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from producer.api.client import ApiClient, ListQuery, Page
+from producer.api.client import ApiClient
+from producer.api.page import Page
+from producer.api.query import ListQuery
 from producer.api.raw_json import RawJsonError, array_item_texts
 from producer.pipeline.ports import SourcePage
 

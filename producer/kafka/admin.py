@@ -96,13 +96,15 @@ def check_compacted(admin: AdminClient, topic: str) -> None:
         )
 
 
-def describe_topic_config(admin: AdminClient, topic: str) -> dict[str, Any]:
+def describe_topic_config(
+    admin: AdminClient, topic: str, *, settle_s: float = TIMEOUT_S
+) -> dict[str, Any]:
     """The topic's config entries, waiting (bounded) while the broker does not know it yet.
 
     Only reached for a topic that exists (listed, or another client just created it); a
     broker answers UNKNOWN_TOPIC_OR_PART until the new topic's metadata reached it.
     """
-    deadline = time.monotonic() + TIMEOUT_S
+    deadline = time.monotonic() + settle_s
     while True:
         try:
             resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
@@ -116,6 +118,7 @@ def describe_topic_config(admin: AdminClient, topic: str) -> dict[str, Any]:
         time.sleep(0.2)
 
 
-def topic_config(admin: AdminClient, topic: str) -> dict[str, str]:
+def topic_config(admin: AdminClient, topic: str, *, settle_s: float = TIMEOUT_S) -> dict[str, str]:
     """The topic's config values (waits while a just-created topic is not known yet)."""
-    return {name: entry.value for name, entry in describe_topic_config(admin, topic).items()}
+    config = describe_topic_config(admin, topic, settle_s=settle_s)
+    return {name: entry.value for name, entry in config.items()}

@@ -1,35 +1,34 @@
 """AskElephant API v2 simulator: a real HTTP server for the demo, the tests and benchmarks.
 
-Every behaviour is traced to /work/shared/askelephant-api.md (``# api.md §x.y`` comments);
+Every behaviour is traced to the API notes (``# docs/askelephant-api.md §x.y`` comments);
 undocumented points are marked as simulator choices.  See ``docs/simulator.md``.
 """
 
+from producer.schemas import RESOURCES
+from producer.simulator.app import (
+    DEFAULT_API_KEY,
+    DEFAULT_API_VERSION,
+    DEFAULT_BASE_PATH,
+    SimulatorApp,
+)
+from producer.simulator.changes import Churn, ScheduledMutation
 from producer.simulator.clock import Precision, SimClock, format_ts, parse_ts
+from producer.simulator.control import CONTROL_PREFIX
 from producer.simulator.dataset import (
     ENGAGEMENT_TYPES,
     FIELD_ORDER,
     ID_PREFIX,
     OBJECT_TYPE,
     PROCESSING_STATUSES,
-    RESOURCES,
     USER_ROLES,
     Dataset,
     Page,
 )
 from producer.simulator.faults import FaultDecision, FaultInjector, FaultRule
 from producer.simulator.listing import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, ProblemError
+from producer.simulator.responses import RequestInfo
 from producer.simulator.runner import build_parser, main, run_simulator
-from producer.simulator.server import (
-    CONTROL_PREFIX,
-    DEFAULT_API_KEY,
-    DEFAULT_API_VERSION,
-    DEFAULT_BASE_PATH,
-    Churn,
-    RequestInfo,
-    ScheduledMutation,
-    Simulator,
-    SimulatorApp,
-)
+from producer.simulator.server import Simulator
 
 __all__ = [
     "CONTROL_PREFIX",

@@ -18,7 +18,8 @@ PRECISIONS: Final[tuple[Precision, ...]] = ("s", "ms", "us")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US_PER_S: Final = 1_000_000
 
-# api.md §2.1: the filters take "ISO-8601 UTC date-time"; api.md §4.4: examples come with whole
+# docs/askelephant-api.md §2.1: the filters take "ISO-8601 UTC date-time"; docs/askelephant-api.md
+# §4.4: examples come with whole
 # seconds (`2026-03-01T12:00:00Z`) and with milliseconds (`2026-03-01T00:00:00.000Z`).
 # Simulator choice: accept `Z` or any numeric offset (converted to UTC), `T`/`t`, any number of
 # fraction digits (truncated to microseconds); reject naive values and dates without a time.
@@ -53,7 +54,8 @@ def truncate_us(us: int, precision: Precision) -> int:
 def format_ts(us: int, precision: Precision = "ms") -> str:
     """Render an instant as ISO-8601 UTC with a trailing ``Z``, truncated to ``precision``.
 
-    api.md §4.4: responses show `2026-03-04T18:25:00Z` (s), webhooks `...00.000Z` (ms).
+    docs/askelephant-api.md §4.4: responses show `2026-03-04T18:25:00Z` (s), webhooks `...00.000Z`
+    (ms).
     """
     dt = from_us(us)
     base = dt.strftime("%Y-%m-%dT%H:%M:%S")

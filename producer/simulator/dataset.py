@@ -2,10 +2,11 @@
 
 Pure (no I/O): the HTTP layer in ``server.py`` calls :meth:`Dataset.page`.
 
-Field-shape conventions (api.md §2.4):
+Field-shape conventions (docs/askelephant-api.md §2.4):
 - a field documented as ``X | null`` is always present and may be ``null``;
 - a field documented as *optional* (or an array that may be empty) is OMITTED when empty,
-  never ``null`` (api.md §2.4 "Optional, omitted when empty", from /webhooks and /pagination).
+  never ``null`` (docs/askelephant-api.md §2.4 "Optional, omitted when empty", from /webhooks and
+  /pagination).
 
 Values drawn from pools below (names, industries, roles beyond the two documented ones,
 data sources, CRM sources, ...) are simulator inventions; only the shapes are documented.
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
+from producer.schemas import RESOURCES
 from producer.simulator.clock import PRECISIONS, Precision, SimClock, format_ts, from_us
 
 
@@ -48,10 +50,9 @@ Resource = str
 Order = Literal["asc", "desc"]
 SortKey = tuple[int, str]  # (updated_at in epoch µs, id): the keyset of the list order
 
-# api.md §2 / §0: the five list endpoints GET /v2/<resource>
-RESOURCES: Final[tuple[str, ...]] = ("contacts", "companies", "users", "tags", "engagements")
 
-# api.md §2.4 "ID formats": cnt_/cmp_/usr_/tag_/ngmt_ + (INFERRED) 26 Crockford base32 chars
+# docs/askelephant-api.md §2.4 "ID formats": cnt_/cmp_/usr_/tag_/ngmt_ + (INFERRED) 26 Crockford
+# base32 chars
 ID_PREFIX: Final[Mapping[str, str]] = {
     "contacts": "cnt_",
     "companies": "cmp_",
@@ -60,7 +61,8 @@ ID_PREFIX: Final[Mapping[str, str]] = {
     "engagements": "ngmt_",
 }
 
-# api.md §2.4: `object` is "contact" / "engagement" (SEEN); "company" is what resource_ref uses.
+# docs/askelephant-api.md §2.4: `object` is "contact" / "engagement" (SEEN); "company" is what
+# resource_ref uses.
 # "user" and "tag" were not visible in the docs: simulator choice.
 OBJECT_TYPE: Final[Mapping[str, str]] = {
     "contacts": "contact",
@@ -72,7 +74,7 @@ OBJECT_TYPE: Final[Mapping[str, str]] = {
 
 # Output order of the resource-specific fields (between `id` and `created_at`).
 FIELD_ORDER: Final[Mapping[str, tuple[str, ...]]] = {
-    # api.md §2.4 Contact
+    # docs/askelephant-api.md §2.4 Contact
     "contacts": (
         "first_name",
         "last_name",
@@ -83,7 +85,7 @@ FIELD_ORDER: Final[Mapping[str, tuple[str, ...]]] = {
         "crm_association",
         "time_zone",
     ),
-    # api.md §2.4 Company
+    # docs/askelephant-api.md §2.4 Company
     "companies": (
         "name",
         "description",
@@ -94,7 +96,7 @@ FIELD_ORDER: Final[Mapping[str, tuple[str, ...]]] = {
         "domains",
         "crm_association",
     ),
-    # api.md §2.4 User
+    # docs/askelephant-api.md §2.4 User
     "users": (
         "role",
         "first_name",
@@ -104,9 +106,9 @@ FIELD_ORDER: Final[Mapping[str, tuple[str, ...]]] = {
         "time_zone",
         "last_activity_at",
     ),
-    # api.md §2.4 Tag
+    # docs/askelephant-api.md §2.4 Tag
     "tags": ("name", "hex_color", "description", "auto_tagging_enabled"),
-    # api.md §2.4 Engagement (newer page copy; expand-only fields are not rendered)
+    # docs/askelephant-api.md §2.4 Engagement (newer page copy; expand-only fields are not rendered)
     "engagements": (
         "title",
         "engagement_type",
@@ -147,10 +149,12 @@ MUTABLE_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     ),
 }
 
-# api.md §2.4 Engagement enums (SEEN: EngagementEngagementType, EngagementProcessingStatus)
+# docs/askelephant-api.md §2.4 Engagement enums (SEEN: EngagementEngagementType,
+# EngagementProcessingStatus)
 ENGAGEMENT_TYPES: Final = ("MEETING", "CALL", "EMAIL", "TASK", "NOTE", "CALENDAR_EVENT", "DOCUMENT")
 PROCESSING_STATUSES: Final = ("PENDING", "PROCESSING", "COMPLETED", "FAILED")
-# api.md §2.4 User: role enum values not visible; INACTIVE and NOT_INVITED are documented,
+# docs/askelephant-api.md §2.4 User: role enum values not visible; INACTIVE and NOT_INVITED are
+# documented,
 # OWNER/ADMIN/MEMBER are simulator inventions (consumers should treat role as a string).
 USER_ROLES: Final = ("OWNER", "ADMIN", "MEMBER", "INACTIVE", "NOT_INVITED")
 
@@ -212,7 +216,8 @@ _ENGAGEMENT_TITLES: Final = (
     "Onboarding kickoff", "Renewal check-in", "Security questionnaire follow-up",
     "Intro email", "Contract review", "Support escalation", "Weekly sync",
 )  # fmt: skip
-# api.md §2.4 Engagement `data_source` is a plain string; these values are simulator inventions.
+# docs/askelephant-api.md §2.4 Engagement `data_source` is a plain string; these values are
+# simulator inventions.
 _DATA_SOURCES: Final = (
     "zoom",
     "google_meet",
@@ -222,7 +227,8 @@ _DATA_SOURCES: Final = (
     "api",
     "upload",
 )
-# api.md §2.4 CRM association `source` is a string (1-255); values are simulator inventions.
+# docs/askelephant-api.md §2.4 CRM association `source` is a string (1-255); values are simulator
+# inventions.
 _CRM_SOURCES: Final = ("hubspot", "salesforce")
 
 
@@ -435,7 +441,8 @@ class Dataset:
         """One keyset page (simulator choice: order on (updated_at, id), tie-break on id).
 
         ``filters`` maps ``gt|gte|lt|lte`` to epoch µs and is compared at the stored
-        (µs) precision (api.md §2.1 filter semantics).  ``after`` is the keyset of the last
+        (µs) precision (docs/askelephant-api.md §2.1 filter semantics).  ``after`` is the keyset of
+        the last
         record already returned: the page starts strictly after it in the chosen order.
         """
         _check_resource(resource)
@@ -445,13 +452,13 @@ class Dataset:
             index = self._stores[resource].index
             lo, hi = 0, len(index)
             # (v, "") sorts before every (v, id): ids are non-empty.
-            if "gte" in filters:  # api.md §2.1: at or after
+            if "gte" in filters:  # docs/askelephant-api.md §2.1: at or after
                 lo = max(lo, bisect.bisect_left(index, (filters["gte"], "")))
-            if "gt" in filters:  # api.md §2.1: strictly after
+            if "gt" in filters:  # docs/askelephant-api.md §2.1: strictly after
                 lo = max(lo, bisect.bisect_left(index, (filters["gt"] + 1, "")))
-            if "lt" in filters:  # api.md §2.1: strictly before
+            if "lt" in filters:  # docs/askelephant-api.md §2.1: strictly before
                 hi = min(hi, bisect.bisect_left(index, (filters["lt"], "")))
-            if "lte" in filters:  # api.md §2.1: at or before
+            if "lte" in filters:  # docs/askelephant-api.md §2.1: at or before
                 hi = min(hi, bisect.bisect_left(index, (filters["lte"] + 1, "")))
             if order == "asc":
                 if after is not None:
@@ -510,7 +517,8 @@ class Dataset:
             return out
 
     def soft_delete(self, resource: str, ids: Iterable[str]) -> list[str]:
-        """Soft-delete records: they drop out of list results and ``get`` (api.md §4.1).
+        """Soft-delete records: they drop out of list results and ``get`` (docs/askelephant-api.md
+        §4.1).
 
         Returns the ids that were active and are now deleted (unknown ids are ignored).
         """
@@ -673,7 +681,7 @@ class Dataset:
             domain = (
                 self._domain() if i == 0 else rng.choice(("gmail.com", "outlook.com", "proton.me"))
             )
-            # api.md §2.4 ContactEmailsItems: {email, is_primary}, both required
+            # docs/askelephant-api.md §2.4 ContactEmailsItems: {email, is_primary}, both required
             out.append({"email": f"{local}@{domain}", "is_primary": i == 0})
         return out
 
@@ -685,7 +693,8 @@ class Dataset:
             if object_type == "deal"
             else str(rng.randint(10**6, 10**11))
         )
-        # api.md §2.4 "CRM association objects": [INFERRED] {object_type, crm_object_id, source}
+        # docs/askelephant-api.md §2.4 "CRM association objects": [INFERRED] {object_type,
+        # crm_object_id, source}
         return {
             "object_type": object_type,
             "crm_object_id": crm_id,
@@ -696,7 +705,8 @@ class Dataset:
         rng = self._rng
         first, last = self._person()
         f: dict[str, Any] = {
-            # api.md §2.4 Contact: first_name/last_name are `string | null` (always present)
+            # docs/askelephant-api.md §2.4 Contact: first_name/last_name are `string | null` (always
+            # present)
             "first_name": first if rng.random() < 0.92 else None,
             "last_name": last if rng.random() < 0.9 else None,
         }
@@ -704,12 +714,12 @@ class Dataset:
             f["description"] = rng.choice(_DESCRIPTIONS)
         company = self._pick_ref("companies")
         if company is not None and rng.random() < 0.7:
-            # api.md §2.4: `company` is a resource_ref {id, object}
+            # docs/askelephant-api.md §2.4: `company` is a resource_ref {id, object}
             f["company"] = {"id": company, "object": "company"}
         if rng.random() < 0.85:
             f["emails"] = self._emails(f["first_name"], f["last_name"], 3)
         if rng.random() < 0.5:
-            # api.md §2.4: {phone_number, is_primary}; not guaranteed to be E.164
+            # docs/askelephant-api.md §2.4: {phone_number, is_primary}; not guaranteed to be E.164
             fmt = rng.choice(
                 (
                     "+1-555-{a:04d}",
@@ -747,7 +757,8 @@ class Dataset:
         if rng.random() < 0.4:
             f["logo_url"] = f"https://logos.example.com/{domain}.png"
         if rng.random() < 0.8:
-            # api.md §2.4 Company domains[]: item shape not visible; [INFERRED] {domain, is_primary}
+            # docs/askelephant-api.md §2.4 Company domains[]: item shape not visible; [INFERRED]
+            # {domain, is_primary}
             extra = [self._domain() for _ in range(rng.randint(0, 2))]
             f["domains"] = [
                 {"domain": d, "is_primary": i == 0}
@@ -766,10 +777,12 @@ class Dataset:
             "first_name": first if rng.random() < 0.97 else None,  # string | null
             "last_name": last if rng.random() < 0.95 else None,  # string | null
             "job_title": rng.choice(_JOB_TITLES),
-            # api.md §2.4 User emails: item shape not visible; [INFERRED] like contact emails
+            # docs/askelephant-api.md §2.4 User emails: item shape not visible; [INFERRED] like
+            # contact emails
             "emails": self._emails(first, last, 2),
             "time_zone": rng.choice(_TIME_ZONES),
-            # api.md §2.4: last_activity_at may change without bumping updated_at (unknown)
+            # docs/askelephant-api.md §2.4: last_activity_at may change without bumping updated_at
+            # (unknown)
             "last_activity_at": Ts(rng.randint(created_us, now)),
         }
         return f
@@ -779,11 +792,13 @@ class Dataset:
         uses = self._stores["tags"].name_uses
         base = rng.choice(_TAG_NAMES)
         uses[base] = uses.get(base, 0) + 1
-        # api.md §2.4 Tag: create can 409, [INFERRED] on a duplicate name -> names are unique
+        # docs/askelephant-api.md §2.4 Tag: create can 409, [INFERRED] on a duplicate name -> names
+        # are unique
         name = base if uses[base] == 1 else f"{base} {uses[base]}"
         return {
             "name": name,
-            # api.md §2.4 Tag: hex_color and description are `string | null` (always present)
+            # docs/askelephant-api.md §2.4 Tag: hex_color and description are `string | null`
+            # (always present)
             "hex_color": f"#{rng.getrandbits(24):06X}" if rng.random() < 0.8 else None,
             "description": rng.choice(_DESCRIPTIONS) if rng.random() < 0.5 else None,
             "auto_tagging_enabled": rng.random() < 0.3,
@@ -828,14 +843,15 @@ class Dataset:
                 )
             )
         if rng.random() < 0.25:
-            # api.md §2.4: external_url accepts https://, http:// and custom schemes (wavv://)
+            # docs/askelephant-api.md §2.4: external_url accepts https://, http:// and custom
+            # schemes (wavv://)
             f["external_url"] = (
                 f"wavv://call/{rng.randint(1, 10**6)}"
                 if etype == "CALL"
                 else f"https://crm.example.com/activities/{rng.randint(1, 10**6)}"
             )
         if rng.random() < 0.4:
-            # api.md §2.2: CRM object types for engagements: company, contact, deal
+            # docs/askelephant-api.md §2.2: CRM object types for engagements: company, contact, deal
             f["crm_association"] = self._crm_association(("company", "contact", "deal"))
         owner = self._pick_ref("users")
         f["owner_user_id"] = owner if owner is not None else "usr_" + ulid(0, rng.getrandbits(80))

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
-from producer.simulator.dataset import RESOURCES
+from producer.schemas import RESOURCES
 
 FaultKind = Literal["status", "delay", "drop", "truncate"]
 FAULT_KINDS: Final[tuple[FaultKind, ...]] = ("status", "delay", "drop", "truncate")
@@ -146,7 +146,8 @@ class FaultInjector:
         resource: str | None = None,
         probability: float | None = None,
     ) -> int:
-        """429 with ``Retry-After`` (api.md §3.3) in seconds, or as an HTTP-date."""
+        """429 with ``Retry-After`` (docs/askelephant-api.md §3.3) in seconds, or as an
+        HTTP-date."""
         return self.add(
             "status",
             status=429,

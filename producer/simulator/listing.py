@@ -18,33 +18,33 @@ from urllib.parse import parse_qsl
 from producer.simulator.clock import parse_ts
 from producer.simulator.dataset import ID_PREFIX, Order, SortKey, crockford
 
-# api.md §2.1: limit defaults to 25, range 1-100
+# docs/askelephant-api.md §2.1: limit defaults to 25, range 1-100
 DEFAULT_LIMIT: Final = 25
 MAX_LIMIT: Final = 100
-# api.md §2.1: order_by "currently updated_at:asc or updated_at:desc", default desc
+# docs/askelephant-api.md §2.1: order_by "currently updated_at:asc or updated_at:desc", default desc
 ORDER_BY_VALUES: Final = ("updated_at:asc", "updated_at:desc")
 DEFAULT_ORDER: Final[Order] = "desc"
-# api.md §2.1: filter[updated_at][gt|gte|lt|lte]
+# docs/askelephant-api.md §2.1: filter[updated_at][gt|gte|lt|lte]
 FILTER_OPS: Final = ("gt", "gte", "lt", "lte")
 
-# api.md §3.1: `type` is a stable category URL; the docs example is
+# docs/askelephant-api.md §3.1: `type` is a stable category URL; the docs example is
 # https://app.askelephant.ai/errors/validation_failed.  Other slugs are simulator choices.
 ERROR_TYPE_BASE: Final = "https://app.askelephant.ai/errors/"
 
 _FILTER_RE: Final = re.compile(r"^filter\[updated_at\]\[([a-z]+)\]$")
 _INT_RE: Final = re.compile(r"^[+-]?\d+$")
-# documented on some endpoints (api.md §2.2) but not implemented by the simulator
+# documented on some endpoints (docs/askelephant-api.md §2.2) but not implemented by the simulator
 _UNSUPPORTED_PREFIXES: Final = ("filter[", "search", "expand")
 
 
 def new_request_id() -> str:
-    """api.md §3.1 / §2.4: request ids look like ``rid_01ABC...``."""
+    """docs/askelephant-api.md §3.1 / §2.4: request ids look like ``rid_01ABC...``."""
     return "rid_" + crockford(uuid.uuid4().int >> 2, 26)
 
 
 @dataclass
 class ProblemError(Exception):
-    """An error to render as ``application/problem+json`` (api.md §3.1)."""
+    """An error to render as ``application/problem+json`` (docs/askelephant-api.md §3.1)."""
 
     status: int
     slug: str
@@ -72,7 +72,8 @@ class ProblemError(Exception):
 def bad_parameter(
     name: str, code: str, message: str, slug: str = "invalid_parameter"
 ) -> ProblemError:
-    """400 for a malformed query parameter (api.md §3.2: 400 = malformed request/query)."""
+    """400 for a malformed query parameter (docs/askelephant-api.md §3.2: 400 = malformed
+    request/query)."""
     return ProblemError(
         400,
         slug,
@@ -109,7 +110,8 @@ class ListRequest:
 class CursorCodec:
     """Opaque cursors: base64url(JSON) without padding, authenticated with a server secret.
 
-    api.md §2.3: cursors are opaque (the doc example is base64 JSON ``{"id": ...}``).
+    docs/askelephant-api.md §2.3: cursors are opaque (the doc example is base64 JSON ``{"id":
+    ...}``).
     Simulator choice: the cursor holds the query shape, its fingerprint and the keyset
     (updated_at µs, id) of the last record returned; a tampered or foreign cursor is a 400
     ``invalid_cursor``, one used with another endpoint or query shape a 400 ``cursor_mismatch``
@@ -188,7 +190,8 @@ def parse_list_query(
                 name, "unsupported_by_simulator", f"{name} is not supported by the API simulator."
             )
 
-    # api.md §2.1 + §3.1 example: limit outside 1..100 -> 422 validation_failed / invalid_range
+    # docs/askelephant-api.md §2.1 + §3.1 example: limit outside 1..100 -> 422 validation_failed /
+    # invalid_range
     limit = DEFAULT_LIMIT
     if "limit" in seen:
         text = seen["limit"].strip()
@@ -219,7 +222,8 @@ def parse_list_query(
         explicit = True
         value = seen["order_by"]
         if value not in ORDER_BY_VALUES:
-            # api.md §3.2: malformed query parameter -> 400 (simulator: code invalid_enum)
+            # docs/askelephant-api.md §3.2: malformed query parameter -> 400 (simulator: code
+            # invalid_enum)
             raise bad_parameter(
                 "order_by", "invalid_enum", f"order_by must be one of {', '.join(ORDER_BY_VALUES)}."
             )
@@ -237,7 +241,8 @@ def parse_list_query(
                 name, "invalid_operator", f"supported operators: {', '.join(FILTER_OPS)}."
             )
         try:
-            # api.md §2.1: "ISO-8601 UTC date-time"; compared as instants at stored precision
+            # docs/askelephant-api.md §2.1: "ISO-8601 UTC date-time"; compared as instants at stored
+            # precision
             filters[op] = parse_ts(value)
         except ValueError:
             hint = " (a '+' in a UTC offset must be percent-encoded as %2B)" if " " in value else ""
@@ -258,7 +263,8 @@ def parse_list_query(
                 slug="invalid_cursor",
             )
         if not explicit:
-            # api.md §2.1 (/pagination example): the next-page request may drop filter and
+            # docs/askelephant-api.md §2.1 (/pagination example): the next-page request may drop
+            # filter and
             # order_by; the simulator then continues the traversal the cursor belongs to.
             shape = cursor_shape
         elif cursor_shape.fingerprint() != shape.fingerprint():
@@ -272,7 +278,8 @@ def parse_list_query(
 
 
 def envelope(data: list[dict[str, Any]], has_more: bool, next_cursor: str | None) -> dict[str, Any]:
-    """api.md §2.3: {"object": "list", "data": [...], "has_more": bool, "next_cursor": str|null}."""
+    """docs/askelephant-api.md §2.3: {"object": "list", "data": [...], "has_more": bool,
+    "next_cursor": str|null}."""
     return {"object": "list", "data": data, "has_more": has_more, "next_cursor": next_cursor}
 
 

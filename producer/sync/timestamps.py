@@ -1,7 +1,8 @@
 """Timestamps as instants.
 
 The API documents ISO-8601 UTC date-times but renders them with varying precision
-(whole seconds in responses, milliseconds in examples; api.md §4.4). Comparing those as
+(whole seconds in responses, milliseconds in examples; docs/askelephant-api.md §4.4). Comparing
+those as
 strings is wrong (`...:00Z` sorts after `...:00.5Z`), so everything here works on integer
 microseconds since the Unix epoch. Sub-microsecond digits are truncated, never rounded up,
 so a filter value derived from a record is never later than the record.

@@ -24,7 +24,7 @@ from confluent_kafka.serialization import (
     StringSerializer,
 )
 
-from producer.devstack import LocalStack
+from devstack import LocalStack
 from producer.kafka.admin import describe_topic_config
 
 CONTACT_V1: dict[str, Any] = {

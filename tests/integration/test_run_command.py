@@ -191,7 +191,7 @@ def test_healthz_fails_and_names_a_stalled_worker(
 def test_sigterm_with_the_broker_down_stops_within_10s(
     make_env: Callable[..., dict[str, str]], sim: Simulator, tmp_path: Path
 ) -> None:
-    from producer.devstack.kafka import start_local_kafka
+    from devstack.kafka import start_local_kafka
 
     broker = start_local_kafka()  # a broker of this test's own, to stop under the producer
     try:

@@ -21,6 +21,7 @@ from producer.api import (
     ApiTransportError,
     Credentials,
     ListQuery,
+    NotJsonError,
     Page,
     RetryPolicy,
     Secret,
@@ -344,8 +345,6 @@ def test_page_metadata_absent_or_garbled() -> None:
 @pytest.mark.parametrize(
     ("body", "match"),
     [
-        (b"", "empty body"),
-        (b"<html>oops</html>", "not valid JSON"),
         (b"[]", "JSON array, expected an object"),
         (json.dumps({"data": [], "has_more": False}).encode(), "missing 'object', 'next_cursor'"),
         (json.dumps({**envelope(), "object": "contact"}).encode(), "'object' must be"),
@@ -365,6 +364,40 @@ def test_malformed_envelope(body: bytes, match: str) -> None:
     assert "rid_9" in message
     assert info.value.resource == "companies"
     assert len(script.requests) == 1  # never retried, never treated as empty
+
+
+PROXY_PAGE = httpx.Response(
+    200, content=b"<html><body>Gateway login</body></html>", headers={"Content-Type": "text/html"}
+)
+
+
+@pytest.mark.parametrize(
+    "not_json", [PROXY_PAGE, httpx.Response(200, content=b"")], ids=["html", "empty"]
+)
+def test_200_that_is_not_json_is_retried_like_a_5xx(
+    not_json: httpx.Response, sleeps: list[float]
+) -> None:
+    script = Script(not_json, not_json, ok())
+    observer = Recorder()
+    with make_client(script, sleeps=sleeps, observer=observer) as client:
+        page = client.fetch_page(ListQuery("contacts"))
+    assert page.has_more is False
+    assert sleeps == [0.5, 1.0]  # the 5xx backoff
+    assert [r[1] for r in observer.retries] == ["200", "200"]
+    assert [c for _, c, _ in observer.requests] == ["2xx", "2xx", "2xx"]
+
+
+def test_200_that_is_never_json_fails_after_the_retries(sleeps: list[float]) -> None:
+    script = Script(*[PROXY_PAGE] * 3)
+    client = make_client(script, sleeps=sleeps, max_attempts=3)
+    with client, pytest.raises(NotJsonError, match="not valid JSON") as info:
+        client.fetch_page(ListQuery("contacts"))
+    assert isinstance(info.value, ApiProtocolError)
+    assert info.value.attempts == 3
+    assert info.value.retryable
+    assert "after 3 attempt(s)" in str(info.value)
+    assert "text/html" in str(info.value)
+    assert len(sleeps) == 2
 
 
 # --------------------------------------------------------------------------------------

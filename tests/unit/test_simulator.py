@@ -129,7 +129,8 @@ def test_traversal_returns_every_record_once(
 
 
 def test_next_page_may_drop_filters_and_order(ro_sim: Simulator) -> None:
-    """api.md §2.1: the /pagination example drops filter and order_by on the next page."""
+    """docs/askelephant-api.md §2.1: the /pagination example drops filter and order_by on the next
+    page."""
     checkpoint = format_ts(ro_sim.dataset.updated_at_us("tags", ro_sim.dataset.ids("tags")[50]))
     params = {"order_by": "updated_at:asc", "filter[updated_at][gte]": checkpoint, "limit": 10}
     with client_for(ro_sim) as c:

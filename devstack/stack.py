@@ -15,16 +15,16 @@ import os
 import time
 from types import TracebackType
 
-from producer.devstack._common import StackUnavailable, env_float
-from producer.devstack.kafka import RunningKafka, choose_backend, start_kafka
-from producer.devstack.registry import (
-    DevstackRegistryProcess,
+from devstack._common import StackUnavailable, env_float
+from devstack.kafka import RunningKafka, choose_backend, start_kafka
+from devstack.registry import (
+    ApicurioProcess,
     RunningRegistry,
     start_docker_registry,
     use_external_registry,
 )
 
-log = logging.getLogger("producer.devstack")
+log = logging.getLogger("devstack")
 
 
 class LocalStack:
@@ -32,7 +32,7 @@ class LocalStack:
 
     Attributes once started: ``bootstrap_servers``, ``schema_registry_url``,
     ``kafka_version``, ``how`` (env | docker | maven: where the broker comes from),
-    ``registry_how`` (env | docker | devstack) and ``start_seconds``.
+    ``registry_how`` (env | docker | maven), ``registry_name`` and ``start_seconds``.
     """
 
     def __init__(self) -> None:
@@ -62,10 +62,15 @@ class LocalStack:
     def registry_how(self) -> str:
         return self._registry().how
 
+    @property
+    def registry_name(self) -> str:
+        """E.g. "Apicurio Registry 3.0.9" or the cp-schema-registry image."""
+        return self._registry().implementation
+
     def describe(self) -> str:
         kafka, registry = self._kafka(), self._registry()
         return (
-            f"Kafka {kafka.version} ({kafka.how}) at {kafka.bootstrap_servers}; "
+            f"Apache Kafka {kafka.version} ({kafka.how}) at {kafka.bootstrap_servers}; "
             f"schema registry {registry.implementation} ({registry.how}) at {registry.url}; "
             f"ready in {self.start_seconds:.1f}s"
         )
@@ -89,12 +94,12 @@ class LocalStack:
         started = time.monotonic()
         timeout = env_float("DEVSTACK_START_TIMEOUT", 120)
         registry_url = os.environ.get("SCHEMA_REGISTRY_URL", "").strip()
-        pending: DevstackRegistryProcess | None = None
+        pending: ApicurioProcess | None = None
         try:
             backend = choose_backend()
             if not registry_url and backend != "docker":
-                # Needs no broker: let it boot while the JVM starts.
-                pending = DevstackRegistryProcess().spawn()
+                # Needs no broker (in-memory storage): let it boot while the broker JVM starts.
+                pending = ApicurioProcess().spawn()
             self.kafka = start_kafka(backend)
             if registry_url:
                 self.registry = use_external_registry(registry_url)

@@ -36,7 +36,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from producer.devstack._common import (
+from devstack._common import (
     HOW_TO_GET_A_BROKER,
     ManagedProcess,
     StackUnavailable,
@@ -51,7 +51,7 @@ from producer.devstack._common import (
     wait_until,
 )
 
-log = logging.getLogger("producer.devstack.kafka")
+log = logging.getLogger("devstack.kafka")
 
 #: Newest Apache Kafka 4.x whose runtime artifacts are all resolvable from Maven Central.
 #: (4.4.0's kafka_2.13 pom is published but its kafka-tools-api jar is not.)
@@ -62,7 +62,7 @@ DEFAULT_KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.0"
 DOCKER_NETWORK_ALIAS = "kafka"
 DOCKER_INTERNAL_BOOTSTRAP = f"PLAINTEXT://{DOCKER_NETWORK_ALIAS}:9092"
 
-_PACKAGE = "producer.devstack"
+_PACKAGE = "devstack"
 _POM = "kafka-pom.xml"
 _LOG4J = "broker-log4j2.properties"
 _MARKER = "install.json"

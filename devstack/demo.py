@@ -1,4 +1,7 @@
-"""The README's first command: the whole job end to end on embedded defaults.
+"""The README's first command (`make demo`): the whole job end to end on embedded defaults.
+
+Not part of the product package: it lives with the devstack because it starts a broker and a
+registry, which the product never does.
 
 Starts a local Kafka broker and schema registry (the devstack launcher) and the API simulator,
 runs a full sync of all five resources, changes some records (including a batch sharing one
@@ -8,6 +11,7 @@ event read back and decoded by a consumer.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import logging
@@ -19,15 +23,17 @@ from typing import TextIO
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from devstack.stack import LocalStack
 from producer.app import build_app
-from producer.config import RESOURCES, load_settings
-from producer.devstack.stack import LocalStack
+from producer.cli import render_summary
+from producer.config import load_settings
 from producer.kafka.reader import read_topic
 from producer.observability.logging import configure_logging
+from producer.schemas import RESOURCES
 from producer.service import RunReport
 from producer.simulator.server import Simulator
 
-log = logging.getLogger("producer.demo")
+log = logging.getLogger("devstack.demo")
 
 
 def main(records: int = 300) -> int:
@@ -37,7 +43,7 @@ def main(records: int = 300) -> int:
     with LocalStack() as stack, Simulator(seed=42, records_per_resource=records) as sim:
         print(
             f"  broker {stack.bootstrap_servers} (Apache Kafka {stack.kafka_version}, "
-            f"via {stack.how}); registry {stack.schema_registry_url}; "
+            f"via {stack.how}); registry {stack.schema_registry_url} ({stack.registry_name}); "
             f"API simulator {sim.base_url}",
             file=out,
         )
@@ -98,8 +104,6 @@ def main(records: int = 300) -> int:
 
 
 def _print_reports(reports: Iterable[RunReport], out: TextIO) -> None:
-    from producer.cli import render_summary
-
     print(render_summary(list(reports)), file=out)
 
 
@@ -109,3 +113,11 @@ def _compact(event: dict[str, object]) -> dict[str, object]:
     if isinstance(after, dict):
         event = {**event, "after": {k: v for k, v in after.items() if v not in (None, [])}}
     return event
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.demo", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--records", type=int, default=300, help="records per resource")
+    sys.exit(main(records=parser.parse_args().records))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, ClassVar
 
-log = logging.getLogger("producer.devstack")
+log = logging.getLogger("devstack")
 
 HOW_TO_GET_A_BROKER = (
     "set KAFKA_BOOTSTRAP_SERVERS (and SCHEMA_REGISTRY_URL) to an existing cluster, "

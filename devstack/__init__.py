@@ -4,7 +4,7 @@ Use :class:`LocalStack` (a context manager) or :func:`start_local_stack`; both r
 :class:`StackUnavailable` when neither an existing cluster, Docker nor Java can provide one.
 """
 
-from producer.devstack._common import HOW_TO_GET_A_BROKER, StackUnavailable
-from producer.devstack.stack import LocalStack, start_local_stack
+from devstack._common import HOW_TO_GET_A_BROKER, StackUnavailable
+from devstack.stack import LocalStack, start_local_stack
 
 __all__ = ["HOW_TO_GET_A_BROKER", "LocalStack", "StackUnavailable", "start_local_stack"]
