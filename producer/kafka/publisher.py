@@ -74,14 +74,17 @@ def new_transactional_producer(
     transaction_timeout_s: float,
 ) -> Producer:
     """A lane's producer in exactly-once mode (`transactional.id` stable per lane)."""
+    transaction_ms = int(transaction_timeout_s * 1000)
+    config = {**PRODUCER_DEFAULTS, "message.max.bytes": str(message_max_bytes), **kafka_config}
+    # librdkafka requires a message's delivery timeout to fit in its transaction's
+    delivery_ms = min(int(config.get("delivery.timeout.ms", transaction_ms)), transaction_ms)
     return Producer(
         {
-            **PRODUCER_DEFAULTS,
-            "message.max.bytes": str(message_max_bytes),
-            **kafka_config,
+            **config,
             **PRODUCER_REQUIRED,
+            "delivery.timeout.ms": str(delivery_ms),
             "transactional.id": transactional_id,
-            "transaction.timeout.ms": str(int(transaction_timeout_s * 1000)),
+            "transaction.timeout.ms": str(transaction_ms),
         }
     )
 
@@ -211,6 +214,17 @@ class KafkaSink:
                 conf={"auto.register.schemas": False, "normalize.schemas": False},
             )
         return ids
+
+    def reopen_lane(self, resource: str, timeout_s: float = 30.0) -> None:
+        """A lane whose producer hit a fatal transactional error gets a new producer with the
+        same transactional id: its `init_transactions` aborts the open transaction."""
+        assert self._lane_producer is not None
+        old = self.lanes.pop(resource, None)
+        if old is not None:
+            old.flush(0)
+        lane = self._lane_producer(resource)
+        _transactional(functools.partial(lane.init_transactions, timeout_s), resource)
+        self.lanes[resource] = lane
 
     def begin(self, resource: str, run_id: str) -> KafkaRunSink:
         if self.exactly_once:
@@ -558,11 +572,13 @@ class TransactionalRunSink(KafkaRunSink):
             self._producer.abort_transaction(5.0)
         except KafkaException as exc:
             log.warning(
-                "could not abort the transaction of %s: %s (the next start aborts it)",
+                "could not abort the transaction of %s: %s; reopening its lane (which aborts "
+                "what was left open)",
                 self.resource,
                 exc,
                 extra={"component": "kafka", "resource": self.resource},
             )
+            self._sink.reopen_lane(self.resource)
 
     def _produce_record(self, topic: str, key: bytes, value: bytes | None) -> None:
         # no delivery callback of its own: a record that fails fails the commit of its
