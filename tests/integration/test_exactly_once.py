@@ -71,12 +71,13 @@ def test_crash_campaign(
         LOG_FORMAT="json",
     )
     sim.faults.slow(40, resource="contacts")
-    kills = bulk_kills = 0
+    kills = bulk_kills = attempts = 0
     log_path = tmp_path / "sync.log"
-    for _ in range(CRASHES):
+    while kills < CRASHES and attempts < 3 * CRASHES:  # a process may finish before its kill
+        attempts += 1
         committed = open_checkpoint_store(load_settings(env)).get("contacts")
         proc = sync_process(env, log_path)
-        time.sleep(rng.uniform(0.3, 3.5))  # start-up, mid-run, or just after the commit
+        time.sleep(rng.uniform(0.3, 3.0))  # start-up, mid-run, or just after the commit
         if rng.random() < 0.5:
             sim.dataset.mutate("contacts", rng.randint(1, 20), same_timestamp=rng.random() < 0.3)
         if rng.random() < 0.2:
@@ -98,11 +99,11 @@ def test_crash_campaign(
         latest[record_id] = max(instant, latest.get(record_id, instant))
     lost = {i: t for i, t in source_versions(sim).items() if latest.get(i) != t}
     print(
-        f"\n{delivery}: {kills} SIGKILLs ({bulk_kills} during the bulk export), "
+        f"\n{delivery}: {kills} SIGKILLs in {attempts} runs ({bulk_kills} during the bulk export), "
         f"{len(seen)} events, {duplicates} duplicate versions "
         f"({duplicates / max(kills, 1):.1f} per kill), {len(lost)} lost"
     )
-    assert kills >= CRASHES * 2 // 3  # most processes were killed, not finished
+    assert kills == CRASHES
     assert bulk_kills >= 1
     assert lost == {}
     if delivery == "exactly-once":
