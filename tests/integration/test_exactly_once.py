@@ -23,7 +23,7 @@ from producer.app import App, open_checkpoint_store
 from producer.config import load_settings
 from producer.simulator.server import Simulator
 from tests.integration.conftest import events_on
-from tests.integration.test_run_command import free_port, metrics_text, wait_for
+from tests.support.processes import free_port, metrics_text, wait_for
 
 CRASHES = int(os.environ.get("CRASH_CAMPAIGN_KILLS", "30"))
 """SIGKILLs per delivery mode; `CRASH_CAMPAIGN_KILLS=300 pytest -k campaign` for a long one."""
