@@ -30,13 +30,12 @@ CRASHES = int(os.environ.get("CRASH_CAMPAIGN_KILLS", "30"))
 
 
 def sync_process(env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen[bytes]:
-    out = subprocess.DEVNULL if log_path is None else log_path.open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "producer", "sync", "--resource", "contacts"],
-        env={**os.environ, **env},
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
+    command = [sys.executable, "-m", "producer", "sync", "--resource", "contacts"]
+    environ = {**os.environ, **env}
+    if log_path is None:
+        return subprocess.Popen(command, env=environ, stdout=subprocess.DEVNULL)
+    with log_path.open("ab") as out:  # the child has its own copy of the descriptor
+        return subprocess.Popen(command, env=environ, stdout=out, stderr=subprocess.STDOUT)
 
 
 def versions(settings_env: dict[str, str]) -> list[tuple[str, int]]:
