@@ -149,6 +149,15 @@ class SyncService:
         # An interrupted run left a progress mark: resume there (same dedup), not from the
         # committed checkpoint; a mark of another starting point (reset meanwhile) is stale.
         resume = mark if mark is not None and mark.applies_to(previous) else None
+        if resume is not None:
+            log.info(
+                "%s resumes run %s from its progress mark %s (%d pages were done)",
+                resource,
+                resume.run_id,
+                resume.mark.updated_at,
+                resume.pages,
+                extra={"event": "run_resumed", "resource": resource},
+            )
         run = SyncRun(
             resource,
             previous,
