@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -272,3 +273,66 @@ def test_a_second_instance_fences_the_first(
     assert checkpoint is not None
     latest = dict(seen)  # the last event per key
     assert latest == source_versions(sim)
+
+
+class Crash(BaseException):
+    """A process dying at an exact point (BaseException: nothing in the service catches it)."""
+
+
+@pytest.mark.parametrize(
+    ("crash_at_commit", "after_the_request"),
+    [
+        (2, False),  # a batch open, its events sent
+        (2, True),  # the commit request went out, the process died before the answer
+        (4, False),  # during the final transaction (the checkpoint's)
+        (4, True),  # the final transaction committed, the process died right after
+    ],
+)
+def test_crash_points_of_the_transactional_sink(
+    crash_at_commit: int,
+    after_the_request: bool,
+    make_env: Callable[..., dict[str, str]],
+    make_app: Callable[..., App],
+    sim: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import producer.app as app_module
+
+    env = make_env(RESOURCES="contacts", PAGE_SIZE="10", BATCH_PAGES="4", DELIVERY="exactly-once")
+    real_factory = app_module.new_transactional_producer
+    commits = Counter[str]()
+
+    class CrashingLane:
+        def __init__(self, lane: Any) -> None:
+            self._lane = lane
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._lane, name)
+
+        def __len__(self) -> int:
+            return len(self._lane)
+
+        def commit_transaction(self, *args: Any) -> None:
+            commits["n"] += 1
+            if commits["n"] == crash_at_commit and not after_the_request:
+                raise Crash
+            self._lane.commit_transaction(*args)
+            if commits["n"] == crash_at_commit:
+                raise Crash
+
+    monkeypatch.setattr(
+        app_module,
+        "new_transactional_producer",
+        lambda *a, **kw: CrashingLane(real_factory(*a, **kw)),
+    )
+    crashing = make_app(**env)
+    with pytest.raises(Crash):
+        crashing.service.sync_once("contacts")  # 15 pages: marks after 4, 8, 12; then final
+    monkeypatch.setattr(app_module, "new_transactional_producer", real_factory)
+
+    restarted = make_app(**env)  # its lanes abort what the dead one left open
+    report = restarted.service.sync_once("contacts")
+    assert report.outcome == "success", report.error
+    seen = versions(env)
+    assert len(seen) == len(set(seen))  # read_committed: nothing twice
+    assert dict(seen) == source_versions(sim)  # nothing lost
