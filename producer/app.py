@@ -389,6 +389,7 @@ def build_app(
         poll_interval_s=settings.poll_interval_seconds,
         batch_pages=settings.batch_pages,
         batch_seconds=settings.batch_seconds,
+        backfill_slices=settings.backfill_slices,
         stop=stop,
     )
     health.add_check("api", service.api_health)

@@ -156,6 +156,12 @@ SETTINGS: tuple[Option, ...] = (
         "at most this many seconds per progress mark / transaction (whichever comes first)",
     ),
     Option(
+        "BACKFILL_SLICES",
+        "1",
+        "a first export (no checkpoint) is cut into this many `updated_at` windows traversed "
+        "side by side (1: one traversal)",
+    ),
+    Option(
         "HEARTBEAT_TOPIC",
         "",
         "compacted topic that gets, after each successful run, the instant up to which the "
@@ -338,6 +344,7 @@ class _Model(BaseModel):
     delivery: Literal["at-least-once", "exactly-once"] = _field("DELIVERY")
     batch_pages: Annotated[int, AfterValidator(_between(1, 100_000))] = _field("BATCH_PAGES")
     batch_seconds: Annotated[float, AfterValidator(_between(0.1, 3_600))] = _field("BATCH_SECONDS")
+    backfill_slices: Annotated[int, AfterValidator(_between(1, 64))] = _field("BACKFILL_SLICES")
 
 
 _NUMBER_ERRORS = {
@@ -402,6 +409,7 @@ class Settings:
     delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
     batch_pages: int = 10
     batch_seconds: float = 10.0
+    backfill_slices: int = 1
     heartbeat_topic: str | None = None
     """None: heartbeats are off."""
     ignored_kafka_variables: tuple[str, ...] = ()
@@ -601,6 +609,7 @@ def load_settings(
         delivery=model.delivery,
         batch_pages=model.batch_pages,
         batch_seconds=model.batch_seconds,
+        backfill_slices=model.backfill_slices,
         heartbeat_topic=model.heartbeat_topic or None,
         ignored_kafka_variables=ignored,
     )

@@ -33,7 +33,15 @@ from producer.pipeline.ports import (
 )
 from producer.sync.checkpoint import Checkpoint
 from producer.sync.progress import Progress
-from producer.sync.run import RunStats, SyncRun, TraversalError
+from producer.sync.run import (
+    CLOCK_MARGIN_US,
+    Identity,
+    RunStats,
+    SyncRun,
+    TraversalError,
+    identify,
+)
+from producer.sync.slices import plan_windows
 from producer.sync.timestamps import from_micros, to_micros
 
 log = logging.getLogger(__name__)
@@ -93,6 +101,7 @@ class SyncService:
         poll_interval_s: float = 60.0,
         batch_pages: int = 10,
         batch_seconds: float = 10.0,
+        backfill_slices: int = 1,
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -109,6 +118,8 @@ class SyncService:
         self.dead_letter_policy = dead_letter_policy
         self.poll_interval_s = poll_interval_s
         self.batch_pages = batch_pages
+        self.backfill_slices = backfill_slices
+        """A first export (no checkpoint) is cut into this many `updated_at` windows."""
         self.batch_seconds = batch_seconds
         """A progress mark (a transaction in exactly-once mode) after this many pages or
         seconds, whichever comes first."""
@@ -170,7 +181,11 @@ class SyncService:
         report.snapshot = run.snapshot
         report.resumed_from = resume.mark.updated_at if resume is not None else None
         try:
-            self._traverse(run, run_id, sink, progress, previous)
+            if run.snapshot and resume is None and self.backfill_slices > 1:
+                run = self._traverse_sliced(run, run_id, sink, progress)
+                report.stats = run.stats
+            else:
+                self._traverse(run, run_id, sink, progress, previous)
             self._dead_letter_refusals(resource, sink, run_id)
             completed = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             checkpoint = run.checkpoint_after(
@@ -261,6 +276,71 @@ class SyncService:
                 batch_started, batch_pages = time.monotonic(), 0
         if not run.done:
             raise TraversalError(f"{run.resource}: the source ended before has_more was false")
+
+    def _traverse_sliced(
+        self, run: SyncRun, run_id: str, sink: RunSink, progress: ProgressFn | None
+    ) -> SyncRun:
+        """A bulk export cut into `backfill_slices` windows of `updated_at`, traversed side by
+        side (producer/sync/slices.py); returns the windows merged into one finished run.
+
+        The windows share the run's sink and the process's API rate budget. No progress marks:
+        an interrupted sliced export starts again (with the same event ids)."""
+        resource = run.resource
+        source = self.source_for(resource)
+        probe = next(iter(source.pages(None)), None)  # the earliest record, and the API's clock
+        if probe is None or not probe.records:
+            self._traverse(run, run_id, sink, progress, None)
+            return run
+        earliest = min(
+            (x.instant for x in map(identify, probe.records) if isinstance(x, Identity)),
+            default=None,
+        )
+        if earliest is None:
+            self._traverse(run, run_id, sink, progress, None)
+            return run
+        clock = probe.server_date or datetime.fromtimestamp(self.clock(), UTC)
+        cap = to_micros(clock) - CLOCK_MARGIN_US
+        started_at = to_micros(datetime.fromtimestamp(self.clock(), UTC))
+        windows = [
+            SyncRun(resource, None, started_at=started_at, window=window)
+            for window in plan_windows(earliest, cap, self.backfill_slices)
+        ]
+        failures: list[BaseException] = []
+
+        def traverse(window: SyncRun) -> None:
+            try:
+                for page in self.source_for(resource).pages(window.filter_gte, window.filter_lt):
+                    if self.stop.is_set() or failures:
+                        raise RunInterruptedError
+                    self._take_page(window, run_id, sink, page)
+                    self.liveness.progress(resource)
+                    if progress is not None:
+                        progress(resource, window.stats, sink.acked)
+                    if window.done:
+                        return
+                raise TraversalError(f"{resource}: a window ended before has_more was false")
+            except BaseException as exc:  # handed to the run's thread below
+                failures.append(exc)
+
+        threads = [
+            threading.Thread(target=traverse, args=(w,), name=f"{resource}-window-{n}")
+            for n, w in enumerate(windows)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        real = [f for f in failures if not isinstance(f, RunInterruptedError)]
+        if real or failures:
+            raise (real or failures)[0]
+        log.info(
+            "%s: bulk export in %d windows from %s",
+            resource,
+            len(windows),
+            windows[0].filter_gte,
+            extra={"event": "sliced_export", "resource": resource, "windows": len(windows)},
+        )
+        return SyncRun.merged(windows)
 
     def _mark_progress(
         self, run: SyncRun, run_id: str, sink: RunSink, committed: Checkpoint | None

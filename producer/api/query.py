@@ -29,6 +29,8 @@ class ListQuery:
 
     resource: str
     updated_at_gte: str | None = None
+    updated_at_lt: str | None = None
+    """Upper bound (exclusive) of one window of a time-sliced backfill."""
     order_by: str = "updated_at:asc"
     limit: int = MAX_PAGE_SIZE
     cursor: str | None = None
@@ -46,8 +48,9 @@ class ListQuery:
             raise ValueError(f"limit must be an integer in 1..{MAX_PAGE_SIZE}, got {self.limit!r}")
         if self.cursor is not None and (not isinstance(self.cursor, str) or not self.cursor):
             raise ValueError("cursor must be a non-empty string or None")
-        if self.updated_at_gte is not None:
-            _check_timestamp(self.updated_at_gte)
+        for bound in (self.updated_at_gte, self.updated_at_lt):
+            if bound is not None:
+                _check_timestamp(bound)
 
     @property
     def path(self) -> str:
@@ -58,6 +61,8 @@ class ListQuery:
         out: list[tuple[str, str]] = []
         if self.updated_at_gte is not None:
             out.append(("filter[updated_at][gte]", self.updated_at_gte))
+        if self.updated_at_lt is not None:
+            out.append(("filter[updated_at][lt]", self.updated_at_lt))
         out.append(("order_by", self.order_by))
         out.append(("limit", str(self.limit)))
         if self.cursor is not None:

@@ -42,8 +42,10 @@ class ApiSource:
         self.resource = resource
         self.page_size = page_size
 
-    def pages(self, filter_gte: str | None) -> Iterator[SourcePage]:
-        query = ListQuery(self.resource, updated_at_gte=filter_gte, limit=self.page_size)
+    def pages(self, filter_gte: str | None, filter_lt: str | None = None) -> Iterator[SourcePage]:
+        query = ListQuery(
+            self.resource, updated_at_gte=filter_gte, updated_at_lt=filter_lt, limit=self.page_size
+        )
         cursor: str | None = None
         while True:
             page = self.client.fetch_page(query if cursor is None else query.next_page(cursor))

@@ -35,8 +35,9 @@ class SourcePage:
 
 
 class Source(Protocol):
-    def pages(self, filter_gte: str | None) -> Iterator[SourcePage]:
-        """Every page of one traversal (`filter[updated_at][gte]`, ascending), in order.
+    def pages(self, filter_gte: str | None, filter_lt: str | None = None) -> Iterator[SourcePage]:
+        """Every page of one traversal (`filter[updated_at][gte]`, and `[lt]` for one window
+        of a time-sliced backfill; ascending), in order.
 
         The consumer checks the cursors (`SyncRun` is the loop guard) and may stop early.
         """

@@ -166,6 +166,7 @@ class SyncRun:
         max_boundary_ids: int = DEFAULT_MAX_BOUNDARY_IDS,
         resume_from: Checkpoint | None = None,
         snapshot: bool | None = None,
+        window: tuple[str, str | None] | None = None,
     ) -> None:
         """`started_at`: the producer's clock at the run start, the cap when no `Date` comes."""
         if checkpoint is not None and checkpoint.resource != resource:
@@ -176,6 +177,8 @@ class SyncRun:
         self.resource = resource
         self.previous = checkpoint
         self._resumed = resume_from is not None
+        self._window = window
+        """`(gte, lt)` of one window of a time-sliced bulk export (lt None: open-ended)."""
         self._snapshot = checkpoint is None if snapshot is None else snapshot
         self.max_boundary_ids = max_boundary_ids
         self.stats = RunStats()
@@ -211,7 +214,47 @@ class SyncRun:
 
     @property
     def filter_gte(self) -> str | None:
+        if self._window is not None:
+            return self._window[0]
         return None if self.previous is None else self.previous.filter_value
+
+    @property
+    def filter_lt(self) -> str | None:
+        """The end (exclusive) of this run's window of a time-sliced backfill, if any."""
+        return None if self._window is None else self._window[1]
+
+    @classmethod
+    def merged(cls, windows: Sequence[SyncRun]) -> SyncRun:
+        """The windows of one time-sliced backfill as one finished run: what each saw, the
+        newest version, and the earliest run-start cap (the first request of any window),
+        so the checkpoint arithmetic is the same as for one traversal of the whole range."""
+        first = windows[0]
+        whole = cls(
+            first.resource,
+            None,
+            started_at=first._started_at,
+            max_boundary_ids=first.max_boundary_ids,
+            snapshot=True,
+        )
+        for window in windows:
+            if not window.done:
+                raise TraversalError(f"{window.resource}: a window has not finished")
+            whole._seen |= window._seen
+            whole._rejected_seen |= window._rejected_seen
+            if window._newest is not None and (
+                whole._newest is None or window._newest[0] > whole._newest[0]
+            ):
+                whole._newest = window._newest
+            if window._horizon is not None:
+                whole._horizon = (
+                    window._horizon
+                    if whole._horizon is None
+                    else min(whole._horizon, window._horizon)
+                )
+            for name in vars(whole.stats):
+                setattr(whole.stats, name, getattr(whole.stats, name) + getattr(window.stats, name))
+        whole.done = True
+        return whole
 
     def accept_page(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -317,3 +318,32 @@ def test_sync_runs_resources_side_by_side(
     summary = result.stdout.splitlines()
     assert sum(" failure " in line for line in summary) == len(RESOURCES)
     assert took < 12, f"sync took {took:.1f}s: the resources did not run side by side"
+
+
+def test_a_time_sliced_first_export_then_incremental_runs(
+    make_app: Callable[..., App], sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim.dataset.create("contacts", 150)
+    time.sleep(2.1)  # the records predate the run by more than the cap's margin
+    app = make_app(RESOURCES="contacts", PAGE_SIZE="10", BACKFILL_SLICES="4")
+    before = sim.stats()["by_resource"].get("contacts", {}).get("requests", 0)
+    with caplog.at_level(logging.INFO, logger="producer.service"):
+        report = app.service.sync_once("contacts")
+    assert report.outcome == "success", report.error
+    assert report.snapshot
+    assert report.published == 300
+    assert "contacts: bulk export in 4 windows" in caplog.text
+    requests = sim.stats()["by_resource"]["contacts"]["requests"] - before
+    assert requests >= 1 + 4  # the probe, then each window's own traversal
+    events = events_on(app.settings, "contacts")
+    assert len({e.key for e in events}) == len(events) == 300  # every record once
+    assert {e.value["op"] for e in events} == {"r"}
+    checkpoint = app.store.get("contacts")
+    assert checkpoint is not None
+    newest = max(instant_micros(r["updated_at"]) for r in sim.dataset.records("contacts"))
+    assert checkpoint.instant == newest
+    sim.dataset.mutate("contacts", 20)
+    again = app.service.sync_once("contacts")  # incremental: one traversal
+    assert again.outcome == "success", again.error
+    assert not again.snapshot
+    assert kafka_state(app, "contacts") == source_state(sim, "contacts")

@@ -61,11 +61,13 @@ class FakeSource:
         return dict(self.records)
 
     def page(
-        self, gte: Micros | None, cursor: str | None, limit: int
+        self, gte: Micros | None, cursor: str | None, limit: int, lt: Micros | None = None
     ) -> tuple[list[dict[str, Any]], bool, str | None, Micros]:
         rows = sorted((t, i) for i, (t, _) in self.records.items())
         if gte is not None:
             rows = [r for r in rows if r[0] >= gte]
+        if lt is not None:
+            rows = [r for r in rows if r[0] < lt]
         if cursor is not None:
             t, i = cursor.split("|")
             rows = [r for r in rows if r > (int(t), i)]
@@ -96,18 +98,26 @@ def drive(
     `with_date=False`: the pages carry no `Date` header (the run falls back to its own clock).
     """
     published: list[Version] = []
-    gte = None if run.filter_gte is None else _parse(run.filter_gte)
     while not run.done:
         if stop_after_pages is not None and run.stats.pages >= stop_after_pages:
             break
-        data, more, cursor, served_at = source.page(gte, run.cursor, limit)
-        result = run.accept_page(
-            data, has_more=more, next_cursor=cursor, served_at=served_at if with_date else None
-        )
-        assert not result.rejected
-        published.extend(result.accepted)
+        published.extend(take_page(run, source, limit, with_date))
         between_pages(run.stats.pages)
     return published
+
+
+def take_page(
+    run: SyncRun, source: FakeSource, limit: int, with_date: bool = True
+) -> list[Version]:
+    """One page of `run`'s traversal (its filter and window); what it publishes."""
+    gte = None if run.filter_gte is None else _parse(run.filter_gte)
+    lt = None if run.filter_lt is None else _parse(run.filter_lt)
+    data, more, cursor, served_at = source.page(gte, run.cursor, limit, lt)
+    result = run.accept_page(
+        data, has_more=more, next_cursor=cursor, served_at=served_at if with_date else None
+    )
+    assert not result.rejected
+    return result.accepted
 
 
 def _parse(text: str) -> Micros:

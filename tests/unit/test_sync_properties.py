@@ -1,6 +1,7 @@
 """Property tests of the sync algorithm over random datasets, page sizes and concurrent updates."""
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hypothesis import given, settings
@@ -8,8 +9,9 @@ from hypothesis import strategies as st
 
 from producer.sync.checkpoint import Checkpoint
 from producer.sync.run import CLOCK_MARGIN_US, SyncRun, Version
+from producer.sync.slices import plan_windows
 from producer.sync.timestamps import instant_micros
-from tests.support.fake_source import FakeSource, drive
+from tests.support.fake_source import FakeSource, drive, take_page
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ def one_run(
     killed_after: int | None,
     max_boundary_ids: int,
     clock: Clock = Clock(),
+    slices: int = 1,
 ) -> list[Version]:
     with_date = clock.skew_us is None
     started_at = source.clock + (clock.skew_us or 0)
@@ -87,15 +90,59 @@ def one_run(
             if change.after_page == page:
                 apply(source, change)
 
-    published = drive(
-        run, source, limit, between_pages, stop_after_pages=killed_after, with_date=with_date
-    )
+    if run.snapshot and slices > 1 and source.records:
+        run, published = sliced_export(
+            source,
+            limit,
+            slices,
+            started_at,
+            max_boundary_ids,
+            between_pages,
+            killed_after,
+            with_date,
+        )
+    else:
+        published = drive(
+            run, source, limit, between_pages, stop_after_pages=killed_after, with_date=with_date
+        )
     log.events.extend(published)
     if run.done:  # only a finished run (all events acknowledged) moves the checkpoint
         new = run.checkpoint_after(run_id="r", completed_at="now", published=len(published))
         if new is not None:
             log.checkpoint = new
     return published
+
+
+def sliced_export(
+    source: FakeSource,
+    limit: int,
+    slices: int,
+    started_at: int,
+    max_boundary_ids: int,
+    between_pages: Callable[[int], None],
+    killed_after: int | None,
+    with_date: bool,
+) -> tuple[SyncRun, list[Version]]:
+    """A time-sliced bulk export: the windows' pages taken in turn (as concurrent windows
+    interleave), changes landing between pages; the merged run when all windows finished."""
+    earliest = min(t for t, _ in source.records.values())
+    windows = plan_windows(earliest, started_at - CLOCK_MARGIN_US, slices)
+    runs = [
+        SyncRun(
+            "contacts", None, started_at=started_at, max_boundary_ids=max_boundary_ids, window=w
+        )
+        for w in windows
+    ]
+    published: list[Version] = []
+    pages = 0
+    while not all(r.done for r in runs):
+        for window in (r for r in runs if not r.done):
+            if killed_after is not None and pages >= killed_after:
+                return runs[0], published  # killed: unfinished, nothing committed
+            published.extend(take_page(window, source, limit, with_date))
+            pages += 1
+            between_pages(pages)
+    return SyncRun.merged(runs), published
 
 
 def latest_per_key(events: list[Version]) -> dict[str, tuple[int, int]]:
@@ -111,6 +158,7 @@ def latest_per_key(events: list[Version]) -> dict[str, tuple[int, int]]:
     plans=run_plans,
     max_boundary_ids=st.sampled_from([1, 3, 10_000]),
     clock=clocks,
+    slices=st.sampled_from([1, 3]),
 )
 def test_after_a_quiet_final_run_kafka_holds_the_source(
     seed: int,
@@ -120,6 +168,7 @@ def test_after_a_quiet_final_run_kafka_holds_the_source(
     plans: list[tuple[list[Change], list[Change], int | None]],
     max_boundary_ids: int,
     clock: Clock,
+    slices: int,
 ) -> None:
     source = FakeSource(random.Random(seed))
     source.create(initial, tie=initial_ties)
@@ -128,13 +177,13 @@ def test_after_a_quiet_final_run_kafka_holds_the_source(
         for change in before:
             apply(source, change)
         at_start = source.current()
-        one_run(source, log, limit, during, killed_after, max_boundary_ids, clock)
+        one_run(source, log, limit, during, killed_after, max_boundary_ids, clock, slices)
         if killed_after is None:
             published = {(v.record_id, v.instant) for v in log.events}
             unchanged = {i: tv for i, tv in at_start.items() if source.records.get(i) == tv}
             # no version present at the start of a run (and not superseded in it) is skipped
             assert {(i, t) for i, (t, _) in unchanged.items()} <= published
-    one_run(source, log, limit, [], None, max_boundary_ids, clock)  # quiet final run
+    one_run(source, log, limit, [], None, max_boundary_ids, clock, slices)  # quiet final run
     assert latest_per_key(log.events) == source.current()
 
 
@@ -149,6 +198,7 @@ def test_after_a_quiet_final_run_kafka_holds_the_source(
         max_size=4,
     ),
     clock=clocks,
+    slices=st.sampled_from([1, 3]),
 )
 def test_without_failures_each_version_is_published_exactly_once(
     seed: int,
@@ -156,6 +206,7 @@ def test_without_failures_each_version_is_published_exactly_once(
     limit: int,
     plans: list[tuple[list[Change], list[Change]]],
     clock: Clock,
+    slices: int,
 ) -> None:
     source = FakeSource(random.Random(seed))
     source.create(initial, tie=True)
@@ -170,7 +221,7 @@ def test_without_failures_each_version_is_published_exactly_once(
     versions = [(v.record_id, v.instant) for v in log.events]
     assert len(versions) == len(set(versions))
     assert latest_per_key(log.events) == source.current()
-    assert one_run(source, log, limit, [], None, 10_000, clock) == []  # replay: nothing new
+    assert one_run(source, log, limit, [], None, 10_000, clock, slices) == []  # replay: nothing new
 
 
 @settings(max_examples=200, deadline=None)

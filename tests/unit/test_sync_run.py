@@ -1,6 +1,9 @@
+import itertools
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from producer.sync.checkpoint import Checkpoint
 from producer.sync.run import (
@@ -12,6 +15,7 @@ from producer.sync.run import (
     SyncRun,
     TraversalError,
 )
+from producer.sync.slices import plan_windows
 from producer.sync.timestamps import instant_micros
 
 LATER = instant_micros("2030-01-01T00:00:00Z")
@@ -246,3 +250,56 @@ def test_a_rejected_record_replayed_by_the_next_run_is_not_rejected_again() -> N
     changed = SyncRun("users", cp, started_at=LATER)
     result = changed.accept_page([{**bad, "name": "new"}], has_more=False, next_cursor=None)
     assert len(result.rejected) == 1
+
+
+@given(
+    earliest=st.integers(0, 10**15),
+    span=st.integers(-(10**9), 10**12),
+    slices=st.integers(1, 16),
+)
+def test_windows_cover_everything_from_the_earliest_record_without_overlap(
+    earliest: int, span: int, slices: int
+) -> None:
+    windows = plan_windows(earliest, earliest + span, slices)
+    assert 1 <= len(windows) <= slices
+    assert instant_micros(windows[0][0]) == earliest
+    assert windows[-1][1] is None  # open-ended: updates during the export land there
+    for (_, lt), (gte, _) in itertools.pairwise(windows):
+        assert lt == gte  # contiguous, [gte, lt) each
+    starts = [instant_micros(gte) for gte, _ in windows]
+    assert starts == sorted(set(starts))
+
+
+def test_merged_windows_checkpoint_like_one_traversal() -> None:
+    whole = SyncRun("tags", None, started_at=LATER)
+    whole.accept_page(
+        [
+            rec("a", "2026-03-01T00:00:00Z"),
+            rec("b", "2026-03-02T00:00:00Z"),
+            rec("c", "2026-03-03T00:00:00Z"),
+            rec("d", "2026-03-03T00:00:00Z"),
+        ],
+        has_more=False,
+        next_cursor=None,
+    )
+    windows = plan_windows(
+        instant_micros("2026-03-01T00:00:00Z"), instant_micros("2026-03-03T00:00:00Z"), 2
+    )
+    runs = [SyncRun("tags", None, started_at=LATER, window=w) for w in windows]
+    assert (runs[0].filter_gte, runs[0].filter_lt) == windows[0]
+    assert runs[0].snapshot
+    runs[0].accept_page([rec("a", "2026-03-01T00:00:00Z")], has_more=False, next_cursor=None)
+    runs[1].accept_page(
+        [
+            rec("b", "2026-03-02T00:00:00Z"),
+            rec("c", "2026-03-03T00:00:00Z"),
+            rec("d", "2026-03-03T00:00:00Z"),
+        ],
+        has_more=False,
+        next_cursor=None,
+    )
+    merged = SyncRun.merged(runs)
+    assert merged.stats.fetched == 4
+    assert merged.checkpoint_after(run_id="r", completed_at="t", published=4) == (
+        whole.checkpoint_after(run_id="r", completed_at="t", published=4)
+    )
