@@ -28,6 +28,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
+from producer.kafka.avro_hints import Hinter, union_hinter
 from producer.pipeline.build import OutgoingEvent, Rejection
 from producer.pipeline.dead_letters import SCHEMA_MISMATCH, TOO_LARGE, DeadLetter
 from producer.pipeline.ports import Refusal
@@ -133,6 +134,8 @@ class KafkaSink:
         self.producer_id = producer_id
         self._schemas = dict(schemas)
         self._serializers: dict[str, AvroSerializer] = {}
+        # union branches named up front: same bytes, fastavro skips re-validating (issue 11)
+        self._hinters: dict[str, Hinter] = {r: union_hinter(s) for r, s in self._schemas.items()}
         self.stop = stop or threading.Event()
         self.heartbeat_topic = heartbeat_topic
 
@@ -178,7 +181,7 @@ class KafkaSink:
     def serialize(self, resource: str, value: Mapping[str, Any]) -> bytes:
         topic = self.targets[resource].topic
         payload = self._serializers[resource](
-            value, SerializationContext(topic, MessageField.VALUE)
+            self._hinters[resource](value), SerializationContext(topic, MessageField.VALUE)
         )
         assert payload is not None
         return bytes(payload)
