@@ -28,6 +28,8 @@ from producer.kafka.checkpoints import CheckpointStore
 from producer.kafka.publisher import DeliveryObserver, KafkaSink, TopicTarget, new_producer
 from producer.observability.health import HealthState, default_liveness_timeout
 from producer.observability.metrics import ProducerMetrics
+from producer.pipeline.ports import Source
+from producer.pipeline.prefetch import PrefetchingSource
 from producer.service import RunInterruptedError, SyncService
 from producer.sync.timestamps import from_micros
 
@@ -314,7 +316,7 @@ def build_app(
 
     clients: dict[str, ApiClient] = {}
 
-    def source_for(resource: str) -> ApiSource:
+    def source_for(resource: str) -> Source:
         if resource not in clients:
             clients[resource] = ApiClient(
                 credentials,
@@ -324,7 +326,9 @@ def build_app(
                 observer=metrics,
                 sleep=interruptible_sleep,
             )
-        return ApiSource(clients[resource], resource, settings.page_size)
+        # the next page is fetched while this one is built and produced (issue 11)
+        source = ApiSource(clients[resource], resource, settings.page_size)
+        return PrefetchingSource(source, stop=stop, name=f"prefetch-{resource}")
 
     service = SyncService(
         resources=settings.resources,
