@@ -13,6 +13,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from producer import schemas
 from producer.api import ApiClient
+from producer.api.budget import RateBudget
 from producer.api.source import ApiSource
 from producer.config import Settings
 from producer.kafka.admin import (
@@ -315,6 +316,13 @@ def build_app(
             raise RunInterruptedError
 
     clients: dict[str, ApiClient] = {}
+    # one request budget for every resource's client: a 429 slows them all down (issue 11)
+    budget = RateBudget(
+        settings.api_max_requests_per_second,
+        settings.api_max_concurrent_requests,
+        observer=metrics,
+        stop=stop,
+    )
 
     def source_for(resource: str) -> Source:
         if resource not in clients:
@@ -325,6 +333,7 @@ def build_app(
                 max_retry_wait_seconds=settings.max_retry_wait_seconds,
                 observer=metrics,
                 sleep=interruptible_sleep,
+                budget=budget,
             )
         # the next page is fetched while this one is built and produced (issue 11)
         source = ApiSource(clients[resource], resource, settings.page_size)
