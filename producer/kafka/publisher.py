@@ -24,7 +24,11 @@ from datetime import datetime
 from typing import Any, Final, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import (
+    Schema,
+    SchemaRegistryClient,
+    topic_subject_name_strategy,
+)
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
@@ -49,6 +53,8 @@ RECORD_OVERHEAD_BYTES: Final = 512
 that the size check does not count exactly."""
 STALL_WARNING_S: Final = 5.0
 """A wait for acknowledgements longer than this logs a WARNING (and again every as long)."""
+POLL_EVERY: Final = 256
+"""Messages produced between two polls for delivery reports (the queue holds 100,000)."""
 DRAIN_TIMEOUT_S: Final = 180.0
 """Longer than `delivery.timeout.ms`: librdkafka reports every message by then."""
 
@@ -138,6 +144,7 @@ class KafkaSink:
         self._hinters: dict[str, Hinter] = {r: union_hinter(s) for r, s in self._schemas.items()}
         self.stop = stop or threading.Event()
         self.heartbeat_topic = heartbeat_topic
+        self._produced = 0
 
     def register_schemas(self) -> dict[str, int]:
         """Register every value schema (TopicNameStrategy); fail fast if incompatible."""
@@ -148,7 +155,13 @@ class KafkaSink:
             self._serializers[resource] = AvroSerializer(
                 self.registry,
                 schema,
-                conf={"auto.register.schemas": False, "normalize.schemas": False},
+                conf={
+                    "auto.register.schemas": False,
+                    "normalize.schemas": False,
+                    # named, not left to the default: newer clients default to a strategy that
+                    # looks the topic up (under a lock) for every message (issue 11)
+                    "subject.name.strategy": topic_subject_name_strategy,
+                },
             )
         return ids
 
@@ -176,7 +189,12 @@ class KafkaSink:
                         "stopping while the producer queue is full"
                     ) from None
                 self.producer.poll(0.1)
-        self.producer.poll(0)
+        # Delivery reports are served in batches, not after every message: each poll gives
+        # up the GIL, and with the sync and prefetch threads each give-up costs a thread
+        # switch (issue 11). Acks are counted by `drain`, which polls until all are in.
+        self._produced += 1
+        if self._produced % POLL_EVERY == 0:
+            self.producer.poll(0)
 
     def serialize(self, resource: str, value: Mapping[str, Any]) -> bytes:
         topic = self.targets[resource].topic

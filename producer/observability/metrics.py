@@ -207,6 +207,7 @@ class ProducerMetrics:
         self._queue_length: Callable[[], int] | None = None
         self._last_queue_length = 0.0
         self._warned_status_classes: set[str] = set()
+        self._published: dict[str, Counter] = {}
 
         reg = self.registry
         r = ("resource",)
@@ -351,7 +352,12 @@ class ProducerMetrics:
         self._add(self.records_fetched, resource, n)
 
     def add_published(self, resource: str, n: int = 1) -> None:
-        self._add(self.records_published, resource, n)
+        # called once per acknowledged event: the labelled child is looked up once
+        child = self._published.get(resource)
+        if child is None:
+            child = self._published[resource] = self.records_published.labels(resource=resource)
+        if n:
+            child.inc(n)
 
     def add_deduplicated(self, resource: str, n: int = 1) -> None:
         self._add(self.records_deduplicated, resource, n)
