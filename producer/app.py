@@ -13,6 +13,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from producer import schemas
 from producer.api import ApiClient
+from producer.api.budget import RateBudget
 from producer.api.source import ApiSource
 from producer.config import Settings
 from producer.kafka.admin import (
@@ -34,6 +35,8 @@ from producer.kafka.publisher import (
 )
 from producer.observability.health import HealthState, default_liveness_timeout
 from producer.observability.metrics import ProducerMetrics
+from producer.pipeline.ports import Source
+from producer.pipeline.prefetch import PrefetchingSource
 from producer.service import RunInterruptedError, SyncService
 from producer.sync.timestamps import from_micros
 
@@ -363,8 +366,15 @@ def build_app(
             raise RunInterruptedError
 
     clients: dict[str, ApiClient] = {}
+    # one request budget for every resource's client: a 429 slows them all down (issue 11)
+    budget = RateBudget(
+        settings.api_max_requests_per_second,
+        settings.api_max_concurrent_requests,
+        observer=metrics,
+        stop=stop,
+    )
 
-    def source_for(resource: str) -> ApiSource:
+    def source_for(resource: str) -> Source:
         if resource not in clients:
             clients[resource] = ApiClient(
                 credentials,
@@ -373,8 +383,11 @@ def build_app(
                 max_retry_wait_seconds=settings.max_retry_wait_seconds,
                 observer=metrics,
                 sleep=interruptible_sleep,
+                budget=budget,
             )
-        return ApiSource(clients[resource], resource, settings.page_size)
+        # the next page is fetched while this one is built and produced (issue 11)
+        source = ApiSource(clients[resource], resource, settings.page_size)
+        return PrefetchingSource(source, stop=stop, name=f"prefetch-{resource}")
 
     service = SyncService(
         resources=settings.resources,

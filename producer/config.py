@@ -106,6 +106,17 @@ SETTINGS: tuple[Option, ...] = (
     Option("TOPIC_REPLICATION_FACTOR", "-1", "replication of created topics (-1: broker default)"),
     Option("HTTP_TIMEOUT_SECONDS", "30", "timeout of each API request"),
     Option("MAX_RETRY_WAIT_SECONDS", "300", "total backoff budget of one API request"),
+    Option(
+        "API_MAX_REQUESTS_PER_SECOND",
+        "10",
+        "API requests per second shared by all resources of the process; halved on each 429, "
+        "then regained (0: no cap)",
+    ),
+    Option(
+        "API_MAX_CONCURRENT_REQUESTS",
+        "4",
+        "API requests in flight at once, all resources of the process together",
+    ),
     Option("METRICS_PORT", "9108", "port of /metrics, /healthz and /readyz (0: off)"),
     Option("LOG_FORMAT", "auto", "auto (json unless a terminal), json or text"),
     Option("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
@@ -328,6 +339,12 @@ class _Model(BaseModel):
     max_retry_wait_seconds: Annotated[float, AfterValidator(_between(0, 86_400))] = _field(
         "MAX_RETRY_WAIT_SECONDS"
     )
+    api_max_requests_per_second: Annotated[float, AfterValidator(_between(0, 10_000))] = _field(
+        "API_MAX_REQUESTS_PER_SECOND"
+    )
+    api_max_concurrent_requests: Annotated[int, AfterValidator(_between(1, 256))] = _field(
+        "API_MAX_CONCURRENT_REQUESTS"
+    )
     metrics_port: Annotated[int, AfterValidator(_between(0, 65_535))] = _field("METRICS_PORT")
     log_format: Literal["auto", "json", "text"] = _field("LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _field("LOG_LEVEL")
@@ -414,6 +431,9 @@ class Settings:
     """None: heartbeats are off."""
     ignored_kafka_variables: tuple[str, ...] = ()
     """`KAFKA_*` variables that are not librdkafka properties (names only)."""
+    api_max_requests_per_second: float = 10.0
+    """Shared by every API client of the process (`producer.api.budget`); 0: no rate cap."""
+    api_max_concurrent_requests: int = 4
 
     def topic_for(self, resource: str) -> str:
         return f"{self.topic_prefix}{resource}"
@@ -612,4 +632,6 @@ def load_settings(
         backfill_slices=model.backfill_slices,
         heartbeat_topic=model.heartbeat_topic or None,
         ignored_kafka_variables=ignored,
+        api_max_requests_per_second=model.api_max_requests_per_second,
+        api_max_concurrent_requests=model.api_max_concurrent_requests,
     )

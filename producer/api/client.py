@@ -16,6 +16,7 @@ import math
 import random as _random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Self
@@ -24,6 +25,7 @@ import httpx
 
 from producer import __version__
 from producer.api.auth import Credentials
+from producer.api.budget import RateBudget
 from producer.api.errors import (
     ApiConfigError,
     ApiError,
@@ -86,6 +88,9 @@ class ApiClient:
     Pass either `http_client` (an ``httpx.Client`` the caller owns and closes) or
     `transport` (e.g. ``httpx.MockTransport``; the client builds and owns its
     ``httpx.Client``), not both. `sleep`, `random` and `clock` are injectable for tests.
+
+    `budget`: the process's shared :class:`~producer.api.budget.RateBudget`; every attempt
+    waits for it, and 429s and successes are reported to it.
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class ApiClient:
         sleep: Callable[[float], None] = time.sleep,
         random: Callable[[], float] = _random.random,
         clock: Callable[[], datetime] = _utcnow,
+        budget: RateBudget | None = None,
     ) -> None:
         if not isinstance(credentials, Credentials):
             raise ApiConfigError("credentials must be a producer.api.Credentials instance")
@@ -145,6 +151,7 @@ class ApiClient:
         self._sleep = sleep
         self._random = random
         self._clock = clock
+        self._budget = budget
         self._headers = {
             "Authorization": credentials.authorization_header(),
             "Accept": "application/json",
@@ -188,11 +195,12 @@ class ApiClient:
         attempt = 0
         while True:
             attempt += 1
-            started = time.perf_counter()
             try:
-                response = self._http.get(
-                    url, params=params, headers=self._headers, timeout=self._timeout
-                )
+                with self._slot(resource):
+                    started = time.perf_counter()
+                    response = self._http.get(
+                        url, params=params, headers=self._headers, timeout=self._timeout
+                    )
             except httpx.TransportError as exc:
                 self._observer.on_request(resource, "error", time.perf_counter() - started)
                 if isinstance(exc, _PERMANENT_TRANSPORT_ERRORS):
@@ -221,6 +229,8 @@ class ApiClient:
 
             status = response.status_code
             self._observer.on_request(resource, status_class(status), time.perf_counter() - started)
+            if self._budget is not None and status != 429:
+                self._budget.succeeded()
             if 200 <= status < 300:
                 try:
                     return parse_page(
@@ -268,6 +278,8 @@ class ApiClient:
                 )
             now = parse_http_date(response.headers.get("date")) or self._clock()
             retry_after = parse_retry_after(response.headers.get("retry-after"), now=now)
+            if status == 429 and self._budget is not None:
+                self._budget.rate_limited(retry_after)  # slows down every client, not just this
             decision = self._policy.next_wait(
                 attempt=attempt, waited_s=waited, retry_after_s=retry_after, rand=self._random
             )
@@ -333,6 +345,9 @@ class ApiClient:
         self.close()
 
     # -- internals ----------------------------------------------------------------------
+
+    def _slot(self, resource: str) -> AbstractContextManager[object]:
+        return nullcontext() if self._budget is None else self._budget.request(resource)
 
     def _transport_error(
         self, resource: str, exc: httpx.TransportError, attempts: int, note: str | None

@@ -177,11 +177,13 @@ class ProducerMetrics:
     ``last_success_timestamp_seconds``, ``last_attempt_timestamp_seconds`` (Gauges),
     ``records_fetched``, ``records_published``, ``records_deduplicated``,
     ``records_dead_lettered``, ``records_stale``, ``pages_fetched``, ``api_retries``,
-    ``api_rate_limit_wait_seconds``, ``kafka_delivery_errors``, ``checkpoint_commits``
+    ``api_rate_limit_wait_seconds``, ``api_budget_wait_seconds``, ``kafka_delivery_errors``,
+    ``checkpoint_commits``
     (Counters), ``runs`` (Counter, ``resource, outcome``), ``api_requests`` (Counter,
     ``resource, status_class``), ``run_duration_seconds``,
-    ``api_request_duration_seconds`` (Histograms), ``kafka_queue_messages`` (Gauge,
-    no labels). ``sync_lag_seconds`` is produced by a scrape-time collector.
+    ``api_request_duration_seconds`` (Histograms), ``kafka_queue_messages`` and
+    ``api_budget_requests_per_second`` (Gauges, no labels). ``sync_lag_seconds`` is produced
+    by a scrape-time collector.
     """
 
     def __init__(
@@ -205,6 +207,7 @@ class ProducerMetrics:
         self._queue_length: Callable[[], int] | None = None
         self._last_queue_length = 0.0
         self._warned_status_classes: set[str] = set()
+        self._published: dict[str, Counter] = {}
 
         reg = self.registry
         r = ("resource",)
@@ -267,6 +270,15 @@ class ProducerMetrics:
         self.api_rate_limit_wait_seconds: Final = counter(
             "api_rate_limit_wait_seconds_total", "Seconds spent waiting because of rate limits"
         )
+        self.api_budget_wait_seconds: Final = counter(
+            "api_budget_wait_seconds_total",
+            "Seconds API requests waited for the shared request budget (rate and concurrency)",
+        )
+        self.api_budget_requests_per_second: Final = Gauge(
+            PREFIX + "api_budget_requests_per_second",
+            "The shared API request budget's current rate (lowered by 429s; 0 = no cap)",
+            registry=reg,
+        )
         self.kafka_delivery_errors: Final = counter(
             "kafka_delivery_errors_total", "Kafka delivery reports with an error"
         )
@@ -298,6 +310,7 @@ class ProducerMetrics:
             self.api_request_duration_seconds,
             self.api_retries,
             self.api_rate_limit_wait_seconds,
+            self.api_budget_wait_seconds,
             self.kafka_delivery_errors,
             self.checkpoint_commits,
         ):
@@ -339,7 +352,12 @@ class ProducerMetrics:
         self._add(self.records_fetched, resource, n)
 
     def add_published(self, resource: str, n: int = 1) -> None:
-        self._add(self.records_published, resource, n)
+        # called once per acknowledged event: the labelled child is looked up once
+        child = self._published.get(resource)
+        if child is None:
+            child = self._published[resource] = self.records_published.labels(resource=resource)
+        if n:
+            child.inc(n)
 
     def add_deduplicated(self, resource: str, n: int = 1) -> None:
         self._add(self.records_deduplicated, resource, n)
@@ -445,6 +463,14 @@ class ProducerMetrics:
         self.api_retries.labels(resource=resource).inc()
         if is_rate_limit and wait_s > 0:
             self.api_rate_limit_wait_seconds.labels(resource=resource).inc(wait_s)
+
+    def on_budget_wait(self, resource: str, wait_s: float) -> None:
+        """A request waited for the shared budget (``producer.api.budget``)."""
+        if wait_s > 0:
+            self.api_budget_wait_seconds.labels(resource=resource).inc(wait_s)
+
+    def set_budget_rate(self, requests_per_s: float) -> None:
+        self.api_budget_requests_per_second.set(requests_per_s)
 
     # -- Kafka ---------------------------------------------------------------------
 

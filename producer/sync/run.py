@@ -33,6 +33,7 @@ They never move the checkpoint.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -188,8 +189,12 @@ class SyncRun:
         self._cursors_used: set[str] = set()
         self._rejected_seen: set[str] = set()
         """Fingerprints of the records this run rejected (or found rejected before)."""
-        self._seen: set[tuple[str, Micros]] = set()
-        """Every placeable version the API returned in this run, published or skipped."""
+        self._seen: dict[Micros, set[str]] = {}
+        """instant -> ids: the placeable versions the API returned in this run (published or
+        skipped) that can still matter, i.e. at or after `_floor` (see `_forget_below`)."""
+        self._seen_instants: list[Micros] = []
+        """The keys of `_seen` as a min-heap, to forget the oldest first."""
+        self._floor: Micros | None = None
         self._newest: tuple[Micros, str] | None = None
         self._started_at = started_at
         self._horizon: Micros | None = None
@@ -211,6 +216,11 @@ class SyncRun:
         """The API's clock at the run start less the margin (None before the first page):
         once the run succeeded, every change before it is in Kafka."""
         return self._horizon
+
+    @property
+    def remembered_versions(self) -> int:
+        """Versions held for dedup and the checkpoint (bounded: see `_forget_below`)."""
+        return sum(len(ids) for ids in self._seen.values())
 
     @property
     def filter_gte(self) -> str | None:
@@ -239,7 +249,11 @@ class SyncRun:
         for window in windows:
             if not window.done:
                 raise TraversalError(f"{window.resource}: a window has not finished")
-            whole._seen |= window._seen
+            for instant, ids in window._seen.items():
+                if instant not in whole._seen:
+                    whole._seen[instant] = set()
+                    heapq.heappush(whole._seen_instants, instant)
+                whole._seen[instant].update(ids)
             whole._rejected_seen |= window._rejected_seen
             if window._newest is not None and (
                 whole._newest is None or window._newest[0] > whole._newest[0]
@@ -304,10 +318,16 @@ class SyncRun:
 
         if self._newest is None or instant > self._newest[0]:
             self._newest = (instant, updated_at)
-        if (record_id, instant) in self._seen:
-            self.stats.duplicates_in_run += 1
-            return None
-        self._seen.add((record_id, instant))
+        if self._floor is None or instant >= self._floor:
+            ids = self._seen.get(instant)
+            if ids is None:
+                ids = self._seen[instant] = set()
+                heapq.heappush(self._seen_instants, instant)
+            elif record_id in ids:
+                self.stats.duplicates_in_run += 1
+                return None
+            ids.add(record_id)
+            self._forget_below()
         if self.previous is not None and self.previous.skips(record_id, instant):
             self.stats.boundary_skipped += 1
             return None
@@ -315,6 +335,25 @@ class SyncRun:
         if stale:
             self.stats.stale += 1
         return Version(record, record_id, updated_at, instant, stale, self.stats.pages, position)
+
+    def _forget_below(self) -> None:
+        """Bounded memory: drop the versions below min(newest, horizon).
+
+        The checkpoint needs only the versions at or after its instant, which is
+        min(newest, horizon) (see `checkpoint_after`), and neither ever goes down. For dedup,
+        keyset pagination serves (updated_at, id) in ascending order, so a version behind the
+        newest cannot come back in this run: the set stays a window of the newest instant (and
+        of what changed since the run started), not the whole run. An API that broke its own
+        order would get such a version published twice (at least once, never lost)."""
+        assert self._newest is not None
+        assert self._horizon is not None
+        floor = min(self._newest[0], self._horizon)
+        if self._floor is not None and floor <= self._floor:
+            return
+        self._floor = floor
+        heap = self._seen_instants
+        while heap and heap[0] < floor:
+            del self._seen[heapq.heappop(heap)]
 
     def _advance(self, has_more: bool, next_cursor: str | None) -> None:
         if not has_more:
@@ -374,8 +413,9 @@ class SyncRun:
             text = previous.updated_at or newest_text
         else:
             text = newest_text if instant == newest else format_instant(instant)
-        at_boundary = frozenset(i for i, t in self._seen if t == instant)
-        ahead = frozenset((i, t) for i, t in self._seen if t > instant)
+        # everything at or after `instant` is still in `_seen` (`_forget_below`)
+        at_boundary = frozenset(self._seen.get(instant, ()))
+        ahead = frozenset((i, t) for t, ids in self._seen.items() if t > instant for i in ids)
         if not final and previous is not None and previous.boundary_complete:
             # Versions the starting checkpoint already covers and this run has not met again:
             # same (id, updated_at) means the same version, so skipping them stays right.

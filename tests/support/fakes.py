@@ -42,7 +42,7 @@ class ListSource:
     pages_to_serve: list[SourcePage]
     filters: list[str | None] = field(default_factory=list)
 
-    def pages(self, filter_gte: str | None) -> Iterator[SourcePage]:
+    def pages(self, filter_gte: str | None, filter_lt: str | None = None) -> Iterator[SourcePage]:
         self.filters.append(filter_gte)
         yield from self.pages_to_serve
 

@@ -49,6 +49,8 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     P + "api_request_duration_seconds": ("histogram", ("resource",)),
     P + "api_retries_total": ("counter", ("resource",)),
     P + "api_rate_limit_wait_seconds_total": ("counter", ("resource",)),
+    P + "api_budget_wait_seconds_total": ("counter", ("resource",)),
+    P + "api_budget_requests_per_second": ("gauge", ()),
     P + "kafka_delivery_errors_total": ("counter", ("resource",)),
     P + "kafka_queue_messages": ("gauge", ()),
     P + "checkpoint_commits_total": ("counter", ("resource",)),
@@ -362,3 +364,11 @@ def test_parse_http_date() -> None:
     parsed = parse_http_date("Wed, 01 May 2024 12:00:00 -0000")
     assert parsed is not None
     assert parsed.utcoffset() == timedelta(0)
+
+
+def test_budget_waits_and_rate(metrics: ProducerMetrics) -> None:
+    metrics.on_budget_wait("users", 0.25)
+    metrics.on_budget_wait("users", 0.0)
+    metrics.set_budget_rate(5.0)
+    assert value(metrics, P + "api_budget_wait_seconds_total", resource="users") == 0.25
+    assert value(metrics, P + "api_budget_requests_per_second") == 5.0

@@ -157,7 +157,7 @@ def test_a_stop_interrupts_between_pages_without_a_checkpoint() -> None:
     pages = [page(good(0, 2), has_more=True, next_cursor="n1"), page(good(2, 2))]
 
     class StoppingSource(ListSource):
-        def pages(self, filter_gte: str | None):  # type: ignore[no-untyped-def]
+        def pages(self, filter_gte: str | None, filter_lt: str | None = None):  # type: ignore[no-untyped-def]
             for served in super().pages(filter_gte):
                 yield served
                 stop.set()
@@ -251,7 +251,7 @@ def test_a_reset_during_the_run_is_not_overwritten() -> None:
     reset = Checkpoint("contacts", "2020-01-01T00:00:00Z", reset_by="ops@host")
 
     class ResetMidRun(ListSource):
-        def pages(self, filter_gte: str | None):  # type: ignore[no-untyped-def]
+        def pages(self, filter_gte: str | None, filter_lt: str | None = None):  # type: ignore[no-untyped-def]
             sink.checkpoints["contacts"] = reset  # `askelephant-kafka reset` elsewhere
             yield from super().pages(filter_gte)
 
@@ -282,7 +282,7 @@ def test_every_batch_of_pages_leaves_a_progress_mark_and_success_clears_it() -> 
 
 def test_a_failed_run_resumes_from_its_last_mark_with_the_same_dedup() -> None:
     class Failing(ListSource):
-        def pages(self, filter_gte: str | None):  # type: ignore[no-untyped-def]
+        def pages(self, filter_gte: str | None, filter_lt: str | None = None):  # type: ignore[no-untyped-def]
             for n, served in enumerate(super().pages(filter_gte)):
                 if n == 3 and len(self.filters) == 1:
                     raise ConnectionError("API gone mid-run")
