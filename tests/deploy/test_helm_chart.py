@@ -781,3 +781,6 @@ def test_dead_letter_liveness_and_heartbeat_settings_reach_the_configmap(helm: H
     assert config["DEAD_LETTER_TOPIC"] == ""  # derived from TOPIC_PREFIX by the producer
     assert config["DELIVERY"] == "exactly-once"
     assert config["BATCH_PAGES"] == contract_default("BATCH_PAGES")
+    assert config["BACKFILL_SLICES"] == contract_default("BACKFILL_SLICES")
+    assert config["API_MAX_REQUESTS_PER_SECOND"] == contract_default("API_MAX_REQUESTS_PER_SECOND")
+    assert config["API_MAX_CONCURRENT_REQUESTS"] == contract_default("API_MAX_CONCURRENT_REQUESTS")
