@@ -207,6 +207,7 @@ class KafkaRunSink:
         self.target = sink.targets[resource]
         self._events = _Tally()
         self._letters = _Tally()
+        self._tombstones = _Tally()
         self._refused: list[Refusal] = []
         self._closed = False
 
@@ -220,7 +221,7 @@ class KafkaRunSink:
 
     @property
     def unacknowledged(self) -> int:
-        return self._events.pending + self._letters.pending
+        return self._events.pending + self._letters.pending + self._tombstones.pending
 
     def publish(self, event: OutgoingEvent) -> Rejection | None:
         self._check_open()
@@ -250,6 +251,30 @@ class KafkaRunSink:
             if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 return _too_large(size, limit, self.target.topic)
             raise
+        return None
+
+    def delete(self, event: OutgoingEvent) -> Rejection | None:
+        """A delete (Debezium convention, docs/events.md): the `op = "d"` event, then a
+        tombstone (same key, null value) so compaction and key-value consumers drop the key.
+        Both go to one partition through the idempotent producer, so they stay in this order."""
+        rejection = self.publish(event)
+        if rejection is not None:
+            return rejection
+        tally = self._tombstones
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            with tally.lock:
+                if err is None:
+                    tally.acked += 1
+                else:
+                    tally.errors.append(f"tombstone of {event.key} to {self.target.topic}: {err}")
+            if err is not None:
+                self._sink.observer.add_delivery_errors(self.resource)
+
+        with tally.lock:
+            tally.sent += 1
+        headers = [("event_id", str(event.value["event_id"]).encode())]
+        self._sink.produce(self.target.topic, event.key.encode(), None, headers, delivered)
         return None
 
     def _on_event_delivery(
@@ -327,7 +352,7 @@ class KafkaRunSink:
                     time.monotonic() - started,
                     extra={"component": "kafka", "resource": self.resource},
                 )
-        errors = self._events.errors + self._letters.errors
+        errors = self._events.errors + self._letters.errors + self._tombstones.errors
         if errors:
             shown = "; ".join(errors[:3])
             raise DeliveryError(f"{len(errors)} message(s) not acknowledged: {shown}")
