@@ -111,6 +111,10 @@ class SyncService:
         self._builders = {r: EventBuilder(r, producer_id) for r in self.resources}
         self.last_reports: dict[str, RunReport] = {}
 
+    def run_lock(self, resource: str) -> threading.Lock:
+        """Held by every run of `resource` (reconciliation takes it too: never side by side)."""
+        return self._running[resource]
+
     # ------------------------------------------------------------------ one run
 
     def sync_once(self, resource: str, progress: ProgressFn | None = None) -> RunReport:
