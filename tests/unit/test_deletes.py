@@ -408,3 +408,29 @@ def test_webhook_and_reconcile_settings() -> None:
         load_settings({"WEBHOOK_PORT": "8090", "ASKELEPHANT_WEBHOOK_SECRET": "plain"})
     with pytest.raises(ConfigError, match="RECONCILE_INTERVAL_SECONDS"):
         load_settings({"RECONCILE_INTERVAL_SECONDS": "0,nobody=5"})
+
+
+def test_the_kafka_sink_sends_the_delete_then_a_tombstone_of_the_same_key() -> None:
+    from tests.unit.test_kafka_sink import ScriptedProducer, make_sink
+
+    producer = ScriptedProducer()
+    sink, _, _ = make_sink(producer)
+    run = sink.begin("contacts", "r")
+    event = build_delete_event(
+        "contacts",
+        CONTACT,
+        deleted_at_us=T0,
+        run_id="r",
+        producer_id="p",
+        api_version=None,
+        now_ms=1,
+    )
+    from producer.pipeline.build import OutgoingEvent
+    from producer.pipeline.dead_letters import Origin
+
+    assert run.delete(OutgoingEvent("cnt_1", event, "x", Origin(None, 0, 0, [b"{}"]))) is None
+    run.commit(None, based_on=None)
+    [(t1, k1, v1), (t2, k2, v2)] = producer.delivered
+    assert (t1, k1, t2, k2, v2) == ("t.contacts", b"cnt_1", "t.contacts", b"cnt_1", None)
+    assert v1 is not None
+    assert run.unacknowledged == 0
