@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from producer.pipeline.build import OutgoingEvent
 from producer.pipeline.dead_letters import Origin
-from producer.pipeline.deletes import build_delete_event
+from producer.pipeline.deletes import build_delete_event, slim_delete
 from producer.pipeline.ports import Sink, Source
 from producer.sync.timestamps import Micros, instant_micros, to_micros
 
@@ -204,10 +204,13 @@ class Reconciler:
                 with self.deletes.holding():
                     self.deletes.record_delete(resource, record_id, listing_started_us, "reconcile")
                     rejection = sink.delete(outgoing)
+                    if rejection is not None:  # too large: before={id} still deletes the key
+                        rejection = sink.delete(slim_delete(outgoing))
                 if rejection is not None:
                     raise RuntimeError(f"delete of {record_id} refused: {rejection.message}")
                 deleted_now.append(record_id)
-            sink.drain()
+            if sink.drain():
+                raise RuntimeError("Kafka refused a delete as too large (check max.message.bytes)")
             sink.commit(None, based_on=None)
         except BaseException:
             sink.abort()

@@ -26,6 +26,7 @@ from producer.events import (
     conform,
     unknown_fields_json,
 )
+from producer.pipeline.build import OutgoingEvent
 from producer.sync.timestamps import Micros, format_instant
 
 DELETE_OP: Final = "d"
@@ -80,6 +81,16 @@ def build_delete_event(
         "after": None,
         "unknown_fields": unknown_fields_json(unknown),
     }
+
+
+def slim_delete(event: OutgoingEvent) -> OutgoingEvent:
+    """The same delete with `before` cut to the id: what still fits when the full last state
+    is larger than the topic accepts (the key must be deleted all the same)."""
+    value = dict(event.value)
+    before = value.get("before")
+    value["before"] = {k: (v if k == "id" else None) for k, v in (before or {}).items()} or None
+    value["unknown_fields"] = None
+    return OutgoingEvent(event.key, value, event.updated_at, event.origin)
 
 
 class DeleteGuard(Protocol):

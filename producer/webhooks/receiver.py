@@ -32,7 +32,7 @@ from typing import Protocol
 from producer.events import RecordConformanceError
 from producer.pipeline.build import EventBuilder, OutgoingEvent, Rejection, RunContext
 from producer.pipeline.dead_letters import DeadLetter, Origin
-from producer.pipeline.deletes import build_delete_event
+from producer.pipeline.deletes import build_delete_event, slim_delete
 from producer.pipeline.ports import RunSink, Sink
 from producer.sync.run import Unplaceable, Version, identify
 from producer.sync.timestamps import Micros
@@ -161,7 +161,8 @@ class WebhookReceiver:
                 self._delete(sink, delivery, run_id, origin)
             else:
                 self._change(sink, delivery, run_id, origin)
-            sink.drain()
+            if sink.drain():
+                raise RuntimeError("Kafka refused an event as too large (check max.message.bytes)")
             sink.commit(None, based_on=None)
         except _SuppressedError:
             sink.abort()
@@ -197,6 +198,8 @@ class WebhookReceiver:
         with self.deletes.holding():
             self.deletes.record_delete(resource, record_id, delivery.created_at_us, "webhook")
             rejection = sink.delete(outgoing)
+            if rejection is not None:  # too large: the delete still goes out, with before={id}
+                rejection = sink.delete(slim_delete(outgoing)) or rejection
         if rejection is not None:
             self._dead_letter(sink, resource, run_id, rejection, origin, record_id, None)
 

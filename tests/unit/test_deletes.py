@@ -434,3 +434,25 @@ def test_the_kafka_sink_sends_the_delete_then_a_tombstone_of_the_same_key() -> N
     assert (t1, k1, t2, k2, v2) == ("t.contacts", b"cnt_1", "t.contacts", b"cnt_1", None)
     assert v1 is not None
     assert run.unacknowledged == 0
+
+
+def test_a_slim_delete_keeps_only_the_id_and_still_fits_the_schema() -> None:
+    from producer.pipeline.build import OutgoingEvent
+    from producer.pipeline.dead_letters import Origin
+    from producer.pipeline.deletes import slim_delete
+
+    event = build_delete_event(
+        "contacts",
+        {**CONTACT, "surprise": "x" * 100},
+        deleted_at_us=T0,
+        run_id="r",
+        producer_id="p",
+        api_version=None,
+        now_ms=1,
+    )
+    slim = slim_delete(OutgoingEvent("cnt_1", event, "x", Origin(None, 0, 0, [b"{}"]))).value
+    assert slim["before"]["id"] == "cnt_1"
+    assert slim["before"]["first_name"] is None
+    assert slim["unknown_fields"] is None
+    assert (slim["op"], slim["event_id"]) == ("d", event["event_id"])
+    assert write_avro("contacts", slim)["before"]["id"] == "cnt_1"
