@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from producer.sync.checkpoint import DEFAULT_MAX_BOUNDARY_IDS, Checkpoint
@@ -164,12 +164,19 @@ class SyncRun:
         *,
         started_at: Micros,
         max_boundary_ids: int = DEFAULT_MAX_BOUNDARY_IDS,
+        resume_from: Checkpoint | None = None,
+        snapshot: bool | None = None,
     ) -> None:
         """`started_at`: the producer's clock at the run start, the cap when no `Date` comes."""
         if checkpoint is not None and checkpoint.resource != resource:
             raise ValueError(f"checkpoint of {checkpoint.resource!r} used for {resource!r}")
+        if resume_from is not None:
+            # a progress mark of an interrupted run: start there, with its dedup state
+            checkpoint = resume_from
         self.resource = resource
         self.previous = checkpoint
+        self._resumed = resume_from is not None
+        self._snapshot = checkpoint is None if snapshot is None else snapshot
         self.max_boundary_ids = max_boundary_ids
         self.stats = RunStats()
         self.cursor: str | None = None
@@ -188,8 +195,8 @@ class SyncRun:
 
     @property
     def snapshot(self) -> bool:
-        """A bulk export: no checkpoint to start from."""
-        return self._start is None
+        """A bulk export: no checkpoint to start from (or resuming one)."""
+        return self._snapshot
 
     @property
     def newest_instant(self) -> Micros | None:
@@ -290,6 +297,28 @@ class SyncRun:
         """The checkpoint to commit once every event was acknowledged; None if unchanged."""
         if not self.done:
             raise TraversalError(f"{self.resource}: the traversal has not finished")
+        if self._newest is None and self._resumed and self.previous is not None:
+            # resumed from a progress mark and nothing came after it: the mark is the result
+            return replace(self.previous, run_id=run_id, completed_at=completed_at)
+        return self._mark(run_id=run_id, completed_at=completed_at, published=published, final=True)
+
+    def progress_mark(self, *, run_id: str, completed_at: str, published: int) -> Checkpoint | None:
+        """Mid-run: where a restarted run may resume, once every event of the pages taken so
+        far was acknowledged (None: no progress past the starting point yet).
+
+        The same arithmetic as the final checkpoint: a resumed run asks for `gte` the mark and
+        skips its boundary and `ahead` versions, so it publishes nothing twice, and the mark
+        never passes the run-start cap, so nothing updated during the run is skipped.
+        Unlike the final checkpoint, a mark keeps the starting checkpoint's skip state that
+        this run has not met again yet (its cursor has not got there).
+        """
+        return self._mark(
+            run_id=run_id, completed_at=completed_at, published=published, final=False
+        )
+
+    def _mark(
+        self, *, run_id: str, completed_at: str, published: int, final: bool
+    ) -> Checkpoint | None:
         if self._newest is None:
             return None  # the API returned nothing: the checkpoint stands as it was
         newest, newest_text = self._newest
@@ -304,6 +333,13 @@ class SyncRun:
             text = newest_text if instant == newest else format_instant(instant)
         at_boundary = frozenset(i for i, t in self._seen if t == instant)
         ahead = frozenset((i, t) for i, t in self._seen if t > instant)
+        if not final and previous is not None and previous.boundary_complete:
+            # Versions the starting checkpoint already covers and this run has not met again:
+            # same (id, updated_at) means the same version, so skipping them stays right.
+            if previous.instant == instant:
+                at_boundary |= previous.boundary_ids
+            at_boundary |= {i for i, t in previous.ahead if t == instant}
+            ahead |= {(i, t) for i, t in previous.ahead if t > instant}
         complete = len(at_boundary) + len(ahead) <= self.max_boundary_ids
         # Rejected records' fingerprints ride along so the replay does not dead-letter them
         # again; too many, and none are kept (a repeated dead letter, never a lost one).
@@ -314,6 +350,7 @@ class SyncRun:
         )
         if (
             previous is not None
+            and not self._resumed  # a resumed run must replace the committed checkpoint
             and start == instant
             and previous.reset_by is None
             and previous.boundary_complete == complete

@@ -755,3 +755,26 @@ def test_ci_values_cover_the_required_scenarios() -> None:
     assert all_features["networkPolicy"]["enabled"] is True
     assert all_features["grafanaDashboard"]["enabled"] is True
     assert all_features["metrics"]["prometheusRule"]["enabled"] is True
+
+
+def test_dead_letter_liveness_and_heartbeat_settings_reach_the_configmap(helm: Helm) -> None:
+    values = merge(
+        WITH_KEY,
+        {
+            "config": {
+                "deadLetterPolicy": "fail",
+                "maxMessageBytes": "2097152,engagements=8388608",
+                "livenessStallSeconds": 900,
+                "heartbeatTopic": "askelephant.heartbeats",
+            }
+        },
+    )
+    config = helm.template(values=values).config_env()
+    assert config["DEAD_LETTER_POLICY"] == "fail"
+    assert config["MAX_MESSAGE_BYTES"] == "2097152,engagements=8388608"
+    assert config["DEAD_LETTER_MAX_MESSAGE_BYTES"] == contract_default(
+        "DEAD_LETTER_MAX_MESSAGE_BYTES"
+    )
+    assert config["LIVENESS_STALL_SECONDS"] == "900"
+    assert config["HEARTBEAT_TOPIC"] == "askelephant.heartbeats"
+    assert config["DEAD_LETTER_TOPIC"] == ""  # derived from TOPIC_PREFIX by the producer

@@ -78,8 +78,16 @@ def test_a_corrupt_record_followed_by_a_valid_one_is_skipped_and_counted(
 ) -> None:
     env = make_env(RESOURCES="tags")
     app = make_app(**env)
+    assert app.service.sync_once("tags").outcome == "success"
     write_raw(env, "tags", b"{not json")
-    assert app.service.sync_once("tags").outcome == "success"  # a valid record after it
+    # a running producer reads it at the next run's start: only that resource fails ...
+    failed = app.service.sync_once("tags")
+    assert failed.outcome == "failure"
+    assert "askelephant-kafka reset --resource tags" in (failed.error or "")
+    # ... and the advice works: a reset writes a valid record after it
+    reset = cli(env, "reset", "--resource", "tags")
+    assert reset.returncode == 0, reset.stderr
+    assert app.service.sync_once("tags").outcome == "success"
 
     with caplog.at_level(logging.WARNING, logger="producer.kafka.checkpoints"):
         store = open_checkpoint_store(load_settings(env))
