@@ -58,6 +58,7 @@ class DeleteStore:
         self._producer = producer
         self._clock_us = clock_us
         self.index = DeleteIndex(int(retention_days * DAY_US))
+        self._next_expiry_us = 0
 
     # the DeleteGuard port
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool:
@@ -112,11 +113,18 @@ class DeleteStore:
 
     def record_delivery(self, delivery_id: str) -> None:
         noted = self._clock_us()
+        self._expire_hourly(noted)
         self._write(f"{self.producer_id}/delivery/{delivery_id}", {"noted_at_us": noted})
         self.index.note_delivery(delivery_id, noted)
 
     def seen_delivery(self, delivery_id: str) -> bool:
         return self.index.seen_delivery(delivery_id)
+
+    def _expire_hourly(self, now_us: Micros) -> None:
+        """A long-running process forgets what is past the retention too (not only at start)."""
+        if now_us >= self._next_expiry_us:
+            self._next_expiry_us = now_us + 3_600_000_000
+            self.index.expire(now_us)
 
     def _write(self, key: str, body: Mapping[str, object]) -> None:
         outcome: list[KafkaError | None] = []
