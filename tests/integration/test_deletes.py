@@ -4,15 +4,21 @@ reconciliation (README "Webhooks and deletes")."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from producer.app import App
+from producer.config import Settings, load_settings
 from producer.kafka.reader import scan_to_end
 from producer.simulator.responses import RequestInfo
 from producer.simulator.server import Simulator
@@ -249,3 +255,65 @@ def test_realtime_updates_are_published_with_the_polling_event_id(
     late = post(server, envelope("v1.company.updated", record), "msg_update_late")
     assert late.json()["outcome"] == "suppressed"
     assert history(app, "companies", changed)[-1] is None
+
+
+def test_run_serves_the_receiver_and_reconciles_users_as_a_process(
+    make_env: Callable[..., dict[str, str]], sim: Simulator, tmp_path: Path
+) -> None:
+    from tests.integration.test_run_command import free_port, wait_for
+
+    hook_port = free_port()
+    env = make_env(
+        WEBHOOK_PORT=str(hook_port),
+        ASKELEPHANT_WEBHOOK_SECRET=f"{OTHER_SECRET},{SECRET}",  # a rotation: both accepted
+        RECONCILE_INTERVAL_SECONDS="0,users=2",
+        POLL_INTERVAL_SECONDS="1",
+        RESOURCES="tags,users",
+        LOG_FORMAT="json",
+    )
+    settings = load_settings(env)
+    victim = sim.dataset.records("tags")[0]
+    log_path = tmp_path / "run.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "producer", "run"],
+            env={**os.environ, **env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{hook_port}/webhooks/askelephant"
+
+            def tags_exported() -> bool:
+                try:
+                    return len(history_of(settings, "tags", victim["id"])) == 1
+                except Exception:  # the topic is not there yet
+                    return False
+
+            wait_for(tags_exported, 60, "the export of tags")
+            sim.dataset.soft_delete("tags", [victim["id"]])
+            body = envelope("v1.tag.deleted", victim)
+            headers = sign(SECRET, "msg_process_1", time.time(), body)
+            answer = httpx.post(url, content=body, headers=headers, timeout=30)
+            assert (answer.status_code, answer.json()["outcome"]) == (200, "published")
+            [gone] = sim.dataset.delete_random("users", 1)
+            wait_for(
+                lambda: history_of(settings, "users", gone)[-1:] == [None],
+                60,
+                "reconciliation to delete the user",
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+    assert code == 0
+    ops = [None if e is None else e["op"] for e in history_of(settings, "tags", victim["id"])]
+    assert ops == ["r", "d", None]
+    log = log_path.read_text()
+    assert "reconciliation of users: success" in log
+    for secret in (SECRET, OTHER_SECRET):
+        assert secret not in log
+        assert secret.removeprefix("whsec_") not in log
+
+
+def history_of(settings: Settings, resource: str, key: str) -> list[dict[str, Any] | None]:
+    return [e.value for e in events_on(settings, resource) if e.key == key]
