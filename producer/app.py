@@ -387,11 +387,11 @@ def open_deletes(settings: Settings, sink: KafkaSink) -> DeleteStore:
         sink.producer,
         settings.deletes_retention_days,
     )
-    for attempt in range(10):  # a topic created a moment ago may not be in the metadata yet
+    for attempt in range(10):  # a topic created a moment ago may have no leader yet
         try:
             kept = store.load()
             break
-        except TopicReadError:
+        except (TopicReadError, KafkaException):
             if attempt == 9:
                 raise
             time.sleep(0.5)
