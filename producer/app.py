@@ -30,7 +30,14 @@ from producer.kafka.admin import (
 )
 from producer.kafka.checkpoints import CheckpointStore
 from producer.kafka.deletes import DeleteStore
-from producer.kafka.publisher import DeliveryObserver, KafkaSink, TopicTarget, new_producer
+from producer.kafka.publisher import (
+    DeliveryObserver,
+    KafkaRunSink,
+    KafkaSink,
+    TopicTarget,
+    new_producer,
+    new_transactional_producer,
+)
 from producer.kafka.reader import TopicReadError, scan_to_end
 from producer.observability.health import HealthState, default_liveness_timeout
 from producer.observability.metrics import ProducerMetrics
@@ -235,6 +242,26 @@ def effective_targets(
     return targets, dead_letters
 
 
+TRANSACTION_TIMEOUT_RANGE_S = (60.0, 900.0)
+"""librdkafka's default is 60 s; brokers refuse more than transaction.max.timeout.ms (15 min
+by default)."""
+
+
+def transaction_timeout_s(settings: Settings) -> float:
+    """Long enough for one batch with its slowest page (HTTP timeout plus retries): a
+    transaction that times out is aborted by the broker. The trade-off: read_committed
+    consumers wait for an open transaction, up to this long after a crash (less when the
+    producer restarts: its `init_transactions` aborts what was left open)."""
+    wanted = (
+        settings.batch_seconds
+        + settings.http_timeout_seconds
+        + settings.max_retry_wait_seconds
+        + 30.0
+    )
+    low, high = TRANSACTION_TIMEOUT_RANGE_S
+    return min(max(wanted, low), high)
+
+
 def open_sink(
     settings: Settings,
     admin: AdminClient,
@@ -255,6 +282,17 @@ def open_sink(
         raise _topic_error(settings, ",".join(s.name for s in specs), exc) from exc
     largest = max(t.max_message_bytes for t in [*targets.values(), dead_letter_target])
     producer = new_producer(settings.kafka_config(), message_max_bytes=largest)
+    lane_producer = None
+    if settings.delivery == "exactly-once":
+
+        def lane_producer(resource: str) -> Producer:
+            return new_transactional_producer(
+                settings.kafka_config(),
+                transactional_id=f"{settings.producer_id}.{resource}",
+                message_max_bytes=largest,
+                transaction_timeout_s=transaction_timeout_s(settings),
+            )
+
     registry = SchemaRegistryClient(settings.registry_config())
     store = CheckpointStore(
         settings.kafka_config(), settings.checkpoint_topic, settings.producer_id, producer
@@ -274,6 +312,7 @@ def open_sink(
         producer_id=settings.producer_id,
         stop=stop,
         heartbeat_topic=settings.heartbeat_topic,
+        lane_producer=lane_producer,
     )
     try:
         sink.register_schemas()
@@ -288,6 +327,18 @@ def open_sink(
             "SCHEMA_REGISTRY_URL, that the registry runs and is reachable from here, and "
             "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
         ) from exc
+    if sink.exactly_once:
+        try:
+            sink.open_lanes(settings.resources)
+        except KafkaException as exc:
+            raise StartupError(
+                "Kafka transactions",
+                settings.bootstrap_servers,
+                f"cannot initialise the exactly-once producers ({_reason(exc)})",
+                "that the brokers support transactions (transaction.state.log.* settings) and "
+                "this client's ACLs (WRITE and DESCRIBE on the transactional ids "
+                f"{settings.producer_id}.*)",
+            ) from exc
     return sink, store
 
 
@@ -357,6 +408,8 @@ def build_app(
         producer_id=settings.producer_id,
         dead_letter_policy="fail" if settings.dead_letter_policy == "fail" else "dead-letter",
         poll_interval_s=settings.poll_interval_seconds,
+        batch_pages=settings.batch_pages,
+        batch_seconds=settings.batch_seconds,
         stop=stop,
         deletes=deletes,
     )
@@ -367,7 +420,7 @@ def build_app(
         if settings.webhook_port:
             app.receiver = WebhookReceiver(
                 verifier=Verifier([s.get_secret_value() for s in settings.webhook_secrets]),
-                sink=sink,
+                sink=DirectSink(sink),
                 deletes=deletes,
                 observer=metrics,
                 producer_id=settings.producer_id,
@@ -376,6 +429,17 @@ def build_app(
                 realtime=settings.webhook_realtime,
             )
     return app
+
+
+@dataclass(frozen=True)
+class DirectSink:
+    """The `Sink` port for deletes and realtime events: the shared producer, outside the
+    exactly-once lanes (`KafkaSink.begin_direct`)."""
+
+    sink: KafkaSink
+
+    def begin(self, resource: str, run_id: str) -> KafkaRunSink:
+        return self.sink.begin_direct(resource, run_id)
 
 
 def open_deletes(settings: Settings, sink: KafkaSink) -> DeleteStore:
@@ -419,7 +483,7 @@ def new_reconciler(
         source_for=source_for,
         scan=scan,
         decode=decode,
-        sink=app.sink,
+        sink=DirectSink(app.sink),
         deletes=app.deletes,
         observer=app.metrics,
         run_lock=app.service.run_lock,

@@ -36,6 +36,8 @@ SHUTDOWN_JOIN_S = 5.0
 SHUTDOWN_BUDGET_S = 8.5
 """Signal to exit, flush included: under the README's 10 s, with room for the interpreter."""
 EXIT_STARTUP = 1
+EXIT_FENCED = 3
+"""Exactly-once: another instance with the same PRODUCER_ID took over."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +157,7 @@ def cmd_run(settings: Settings) -> int:
         busy = app.service.run_forever(join_timeout_s=SHUTDOWN_JOIN_S)
         if webhooks is not None:
             webhooks.stop(timeout_s=1.0)
+        fenced = app.service.fenced
         # One budget from the signal on: what the workers did not use, the flush may.
         since = time.monotonic() - (stop_requested[0] if stop_requested else time.monotonic())
         left = app.close(flush_timeout_s=max(0.5, SHUTDOWN_BUDGET_S - since))
@@ -168,6 +171,9 @@ def cmd_run(settings: Settings) -> int:
     finally:
         if server is not None:
             server.stop()
+    if fenced is not None:
+        log.error("stopped: %s", fenced, extra={"event": "fenced", "component": "kafka"})
+        return EXIT_FENCED
     return 0
 
 
@@ -217,6 +223,9 @@ def cmd_sync(settings: Settings, only: list[str] | None) -> int:
     if progress is not None:
         progress.finish(reports)
     print(render_summary(reports))
+    if app.service.fenced is not None:
+        log.error("stopped: %s", app.service.fenced, extra={"event": "fenced"})
+        return EXIT_FENCED
     return 0 if all(r.outcome == "success" for r in reports) else 1
 
 
@@ -304,6 +313,10 @@ def cmd_checkpoints(settings: Settings, *, as_json: bool) -> int:
         }
         for resource, bad in sorted(store.corrupt_keys.items()):
             body[resource] = {"unreadable": bad.where, "error": bad.reason}
+        for resource, mark in sorted(store.all_progress().items()):
+            entry = body.setdefault(resource, {})
+            assert isinstance(entry, dict)
+            entry["progress"] = json.loads(mark.to_json())
         print(json.dumps(body, indent=2))
         return 0
     rows = [
@@ -325,6 +338,13 @@ def cmd_checkpoints(settings: Settings, *, as_json: bool) -> int:
     print(_table(header, rows) if rows else "no checkpoints yet")
     for resource, bad in sorted(store.corrupt_keys.items()):
         print(f"{resource}: {bad.error()}")
+    for resource, mark in sorted(store.all_progress().items()):
+        print(
+            f"{resource}: run {mark.run_id} in progress (or interrupted) at "
+            f"{mark.mark.updated_at} after {mark.pages} page(s), written {mark.written_at}; "
+            "the next run resumes there"
+            + ("" if mark.applies_to(checkpoints.get(resource)) else " (stale: ignored)")
+        )
     return 0
 
 
@@ -359,6 +379,7 @@ def cmd_reset(settings: Settings, resource: str, to: str | None, *, force: bool 
         previous_note=f"unreadable checkpoint at {bad.where}" if bad is not None else None,
     )
     store.commit(checkpoint)
+    store.clear_progress(resource)  # an interrupted run's mark belongs to the old start
     before = (
         f"an unreadable checkpoint at {bad.where}"
         if bad is not None

@@ -140,6 +140,22 @@ SETTINGS: tuple[Option, ...] = (
         "HTTP_TIMEOUT_SECONDS + MAX_RETRY_WAIT_SECONDS)",
     ),
     Option(
+        "DELIVERY",
+        "at-least-once",
+        "`at-least-once`, or `exactly-once`: a transactional producer per resource, each "
+        "batch of pages one transaction (consumers read with isolation.level=read_committed)",
+    ),
+    Option(
+        "BATCH_PAGES",
+        "10",
+        "pages per progress mark (and per transaction in exactly-once mode)",
+    ),
+    Option(
+        "BATCH_SECONDS",
+        "10",
+        "at most this many seconds per progress mark / transaction (whichever comes first)",
+    ),
+    Option(
         "HEARTBEAT_TOPIC",
         "",
         "compacted topic that gets, after each successful run, the instant up to which the "
@@ -406,6 +422,9 @@ class _Model(BaseModel):
     reconcile_interval: Annotated[ReconcileIntervals, BeforeValidator(_intervals)] = _field(
         "RECONCILE_INTERVAL_SECONDS"
     )
+    delivery: Literal["at-least-once", "exactly-once"] = _field("DELIVERY")
+    batch_pages: Annotated[int, AfterValidator(_between(1, 100_000))] = _field("BATCH_PAGES")
+    batch_seconds: Annotated[float, AfterValidator(_between(0.1, 3_600))] = _field("BATCH_SECONDS")
 
 
 _NUMBER_ERRORS = {
@@ -467,6 +486,9 @@ class Settings:
     )
     dead_letter_max_message_bytes: int = 16_777_216
     liveness_stall_seconds: float = 600.0
+    delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
+    batch_pages: int = 10
+    batch_seconds: float = 10.0
     heartbeat_topic: str | None = None
     """None: heartbeats are off."""
     webhook_port: int = 0
@@ -685,6 +707,9 @@ def load_settings(
         max_message_bytes=model.max_message_bytes,
         dead_letter_max_message_bytes=model.dead_letter_max_message_bytes,
         liveness_stall_seconds=model.liveness_stall_seconds,
+        delivery=model.delivery,
+        batch_pages=model.batch_pages,
+        batch_seconds=model.batch_seconds,
         heartbeat_topic=model.heartbeat_topic or None,
         webhook_port=model.webhook_port,
         webhook_secrets=secrets,

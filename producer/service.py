@@ -24,6 +24,7 @@ from producer.pipeline.dead_letters import DeadLetter, Origin
 from producer.pipeline.deletes import DeleteGuard, NoDeletes
 from producer.pipeline.ports import (
     CheckpointReader,
+    LaneFencedError,
     Liveness,
     RunObserver,
     RunSink,
@@ -31,6 +32,8 @@ from producer.pipeline.ports import (
     Source,
     SourcePage,
 )
+from producer.sync.checkpoint import Checkpoint
+from producer.sync.progress import Progress
 from producer.sync.run import RunStats, SyncRun, TraversalError
 from producer.sync.timestamps import from_micros, to_micros
 
@@ -68,6 +71,8 @@ class RunReport:
     snapshot: bool = False
     dead_lettered: int = 0
     """Dead letters Kafka acknowledged."""
+    resumed_from: str | None = None
+    """The progress mark of an interrupted run this run resumed from, if any."""
 
 
 ProgressFn = Callable[[str, RunStats, int], None]
@@ -87,6 +92,8 @@ class SyncService:
         producer_id: str,
         dead_letter_policy: DeadLetterPolicy = "dead-letter",
         poll_interval_s: float = 60.0,
+        batch_pages: int = 10,
+        batch_seconds: float = 10.0,
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
         deletes: DeleteGuard | None = None,
@@ -103,6 +110,12 @@ class SyncService:
         self.producer_id = producer_id
         self.dead_letter_policy = dead_letter_policy
         self.poll_interval_s = poll_interval_s
+        self.batch_pages = batch_pages
+        self.batch_seconds = batch_seconds
+        """A progress mark (a transaction in exactly-once mode) after this many pages or
+        seconds, whichever comes first."""
+        self.fenced: str | None = None
+        """Set when another instance took over (exactly-once): why this one stopped."""
         self.stop = stop or threading.Event()
         self.clock = clock
         self.deletes: DeleteGuard = deletes or NoDeletes()
@@ -133,31 +146,31 @@ class SyncService:
         self.observer.run_started(resource, started)
         try:
             previous = self.checkpoints.current(resource)
+            mark = self.checkpoints.progress(resource)
+            sink = self.sink.begin(resource, run_id)
         except Exception as exc:  # e.g. an unreadable checkpoint: this resource only
             report = RunReport(resource, run_id, "failure", RunStats(), 0, None, None, 0.0)
             report.error = f"{type(exc).__name__}: {exc}"
+            self._fenced_stops(exc)
             self._finish(report, started)
             return report
+        # An interrupted run left a progress mark: resume there (same dedup), not from the
+        # committed checkpoint; a mark of another starting point (reset meanwhile) is stale.
+        resume = mark if mark is not None and mark.applies_to(previous) else None
         run = SyncRun(
-            resource, previous, started_at=to_micros(datetime.fromtimestamp(started, UTC))
+            resource,
+            previous,
+            started_at=to_micros(datetime.fromtimestamp(started, UTC)),
+            resume_from=resume.mark if resume is not None else None,
+            snapshot=resume.snapshot if resume is not None else None,
         )
         before = previous.updated_at if previous else None
         report = RunReport(resource, run_id, "failure", run.stats, 0, before, before, 0.0)
         report.snapshot = run.snapshot
-        sink = self.sink.begin(resource, run_id)
+        report.resumed_from = resume.mark.updated_at if resume is not None else None
         try:
-            self._traverse(run, run_id, sink, progress)
-            for refusal in sink.drain():  # every event answered; dead-letter what was refused
-                event = refusal.event
-                self._reject(
-                    resource,
-                    sink,
-                    run_id,
-                    refusal.rejection,
-                    event.origin,
-                    event.key,
-                    event.updated_at,
-                )
+            self._traverse(run, run_id, sink, progress, previous)
+            self._dead_letter_refusals(resource, sink, run_id)
             completed = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             checkpoint = run.checkpoint_after(
                 run_id=run_id, completed_at=completed, published=sink.acked
@@ -180,7 +193,8 @@ class SyncService:
         except Exception as exc:  # one resource's failure must not stop the others
             sink.abort()
             report.error = f"{type(exc).__name__}: {exc}"
-            if self.stop.is_set():  # e.g. a wait for Kafka cut short by the shutdown
+            self._fenced_stops(exc)
+            if self.stop.is_set() and self.fenced is None:  # a wait cut short by shutdown
                 report.outcome = "interrupted"
             log.debug("run of %s failed", resource, exc_info=True)
         finally:
@@ -191,6 +205,27 @@ class SyncService:
             self._finish(report, started)
         return report
 
+    def _fenced_stops(self, exc: BaseException) -> None:
+        """Exactly-once: another instance took over a lane. Writing on would break the
+        one-writer guarantee, so the whole service stops (the CLI exits non-zero)."""
+        if isinstance(exc, LaneFencedError):
+            self.fenced = str(exc)
+            self.stop.set()
+
+    def _dead_letter_refusals(self, resource: str, sink: RunSink, run_id: str) -> None:
+        """Wait until Kafka answered for every event so far; dead-letter what it refused."""
+        for refusal in sink.drain():
+            event = refusal.event
+            self._reject(
+                resource,
+                sink,
+                run_id,
+                refusal.rejection,
+                event.origin,
+                event.key,
+                event.updated_at,
+            )
+
     def _finish(self, report: RunReport, started: float) -> None:
         report.duration_s = self.clock() - started
         self.observer.run_finished(report.resource, report.outcome, report.duration_s)
@@ -198,9 +233,15 @@ class SyncService:
         self._log(report)
 
     def _traverse(
-        self, run: SyncRun, run_id: str, sink: RunSink, progress: ProgressFn | None
+        self,
+        run: SyncRun,
+        run_id: str,
+        sink: RunSink,
+        progress: ProgressFn | None,
+        committed: Checkpoint | None,
     ) -> None:
         source = self.source_for(run.resource)
+        batch_started, batch_pages = time.monotonic(), 0
         for page in source.pages(run.filter_gte):
             if self.stop.is_set():
                 raise RunInterruptedError
@@ -210,8 +251,37 @@ class SyncService:
                 progress(run.resource, run.stats, sink.acked)
             if run.done:
                 break
+            batch_pages += 1
+            if (
+                batch_pages >= self.batch_pages
+                or time.monotonic() - batch_started >= self.batch_seconds
+            ):
+                self._mark_progress(run, run_id, sink, committed)
+                batch_started, batch_pages = time.monotonic(), 0
         if not run.done:
             raise TraversalError(f"{run.resource}: the source ended before has_more was false")
+
+    def _mark_progress(
+        self, run: SyncRun, run_id: str, sink: RunSink, committed: Checkpoint | None
+    ) -> None:
+        """End of a batch: every event so far acknowledged (refusals dead-lettered), then a
+        progress mark a restarted run can resume from."""
+        self._dead_letter_refusals(run.resource, sink, run_id)
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        mark = run.progress_mark(run_id=run_id, completed_at=now, published=sink.acked)
+        if mark is None:
+            return  # nothing past the starting point yet
+        sink.mark_progress(
+            Progress(
+                resource=run.resource,
+                mark=mark,
+                snapshot=run.snapshot,
+                based_on=committed.run_id if committed is not None else None,
+                run_id=run_id,
+                pages=run.stats.pages,
+                written_at=now,
+            )
+        )
 
     def _take_page(self, run: SyncRun, run_id: str, sink: RunSink, page: SourcePage) -> None:
         resource = run.resource

@@ -20,10 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from producer.kafka.reader import TopicTail
 from producer.sync.checkpoint import Checkpoint, CheckpointFormatError
+from producer.sync.progress import PROGRESS_SUFFIX, Progress
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 30.0
@@ -83,6 +84,7 @@ class CheckpointStore:
         self._kafka_config = dict(kafka_config)
         self._producer = producer
         self._latest: dict[str, Checkpoint] = {}
+        self._progress: dict[str, Progress] = {}
         self._lock = threading.RLock()
         self._tail: TopicTail | None = None
         self.loaded = False
@@ -105,6 +107,7 @@ class CheckpointStore:
                 self._tail.close()
             self._tail = TopicTail(self._kafka_config, self.topic)
             self._latest, self.corrupt_keys, self.corrupt_records = {}, {}, 0
+            self._progress = {}
             self._read_new()
             self.loaded = True
             return dict(self._latest)
@@ -132,6 +135,9 @@ class CheckpointStore:
             if not key.startswith(prefix):
                 continue  # another producer's checkpoints share the topic
             resource, value = key[len(prefix) :], msg.value()
+            if resource.endswith(PROGRESS_SUFFIX):
+                self._read_progress(resource[: -len(PROGRESS_SUFFIX)], value, msg)
+                continue
             if value is None:
                 latest.pop(resource, None)  # tombstone
                 corrupt.pop(resource, None)
@@ -171,6 +177,25 @@ class CheckpointStore:
             )
         self.corrupt_records += len(met)
 
+    def _read_progress(self, resource: str, value: bytes | None, msg: Message) -> None:
+        if value is None:
+            self._progress.pop(resource, None)
+            return
+        try:
+            self._progress[resource] = Progress.from_json(value)
+        except CheckpointFormatError as exc:
+            # A mark is an optimisation: without it a run starts from the checkpoint.
+            self._progress.pop(resource, None)
+            log.warning(
+                "unreadable progress mark of %s at %s[%s]@%s ignored: %s",
+                resource,
+                self.topic,
+                msg.partition(),
+                msg.offset(),
+                exc,
+                extra={"event": "progress_corrupt", "resource": resource},
+            )
+
     def current(self, resource: str) -> Checkpoint | None:
         """`get` after catching up with the topic: what a run starts from."""
         self.refresh()
@@ -187,6 +212,52 @@ class CheckpointStore:
         """Every readable latest checkpoint (see `corrupt_keys` for the unreadable ones)."""
         return dict(self._latest)
 
+    def check_unchanged(self, resource: str, based_on: Checkpoint | None) -> None:
+        """Raise `CheckpointConflictError` when the stored checkpoint is no longer `based_on`
+        (an operator's `reset` while a run was going): a reset is never silently overwritten."""
+        self.refresh()
+        with self._lock:
+            stored = self._latest.get(resource)
+        if stored != based_on:
+            raise CheckpointConflictError(
+                f"the checkpoint of {resource} changed while the run was going "
+                f"(now {_describe(stored)}, the run started from {_describe(based_on)}); "
+                "this run's checkpoint is discarded and the next run starts from the new one"
+            )
+
+    def record_for(self, checkpoint: Checkpoint) -> tuple[bytes, bytes, Checkpoint]:
+        """Key, value and the checkpoint as it will be stored (its reset history carried:
+        history only grows, so an empty one means the writer did not carry it)."""
+        with self._lock:
+            stored = self._latest.get(checkpoint.resource)
+        checkpoint = checkpoint.carry_history_from(stored)
+        return self.key_for(checkpoint.resource).encode(), checkpoint.to_json(), checkpoint
+
+    def progress_key(self, resource: str) -> bytes:
+        return f"{self.key_for(resource)}{PROGRESS_SUFFIX}".encode()
+
+    def remember(self, checkpoint: Checkpoint) -> None:
+        """A checkpoint that Kafka confirmed (or a transaction committed)."""
+        with self._lock:
+            self._latest[checkpoint.resource] = checkpoint
+            self.corrupt_keys.pop(checkpoint.resource, None)
+
+    def remember_progress(self, resource: str, progress: Progress | None) -> None:
+        with self._lock:
+            if progress is None:
+                self._progress.pop(resource, None)
+            else:
+                self._progress[resource] = progress
+
+    def progress(self, resource: str) -> Progress | None:
+        """The progress mark of an interrupted run of `resource`, if any (as last read)."""
+        with self._lock:
+            return self._progress.get(resource)
+
+    def all_progress(self) -> dict[str, Progress]:
+        with self._lock:
+            return dict(self._progress)
+
     def commit(
         self,
         checkpoint: Checkpoint,
@@ -196,32 +267,32 @@ class CheckpointStore:
     ) -> None:
         """Write and confirm a checkpoint; raise if Kafka does not acknowledge it.
 
-        `based_on`: the checkpoint the run started from. When the stored one differs by now
-        (an operator's `reset` while `run` was running), the new checkpoint is NOT written:
-        `CheckpointConflictError`, so a reset is never silently overwritten. `reset` itself
-        passes nothing (it is meant to overwrite).
-
-        A checkpoint without reset history inherits the stored one's (history only grows, so
-        an empty one means the writer did not carry it), keeping the reset audit across runs.
+        `based_on`: the checkpoint the run started from (compare-and-set, see
+        `check_unchanged`). `reset` passes nothing: it is meant to overwrite.
         A commit replaces an unreadable latest record of the resource.
         """
         if not isinstance(based_on, _Unchecked):
-            self.refresh()
-            with self._lock:
-                stored = self._latest.get(checkpoint.resource)
-            if stored != based_on:
-                raise CheckpointConflictError(
-                    f"the checkpoint of {checkpoint.resource} changed while the run was going "
-                    f"(now {_describe(stored)}, the run started from {_describe(based_on)}); "
-                    "this run's checkpoint is discarded and the next run starts from the new one"
-                )
-        checkpoint = checkpoint.carry_history_from(self._latest.get(checkpoint.resource))
+            self.check_unchanged(checkpoint.resource, based_on)
+        key, value, stored = self.record_for(checkpoint)
+        self._write(key, value, f"checkpoint of {checkpoint.resource}", timeout_s)
+        self.remember(stored)
+
+    def write_progress(self, progress: Progress, timeout_s: float = 60.0) -> None:
+        key = self.progress_key(progress.resource)
+        self._write(key, progress.to_json(), f"progress of {progress.resource}", timeout_s)
+        self.remember_progress(progress.resource, progress)
+
+    def clear_progress(self, resource: str, timeout_s: float = 60.0) -> None:
+        """A tombstone for the progress mark (compaction removes it)."""
+        if self.progress(resource) is None:
+            return
+        self._write(self.progress_key(resource), None, f"progress of {resource}", timeout_s)
+        self.remember_progress(resource, None)
+
+    def _write(self, key: bytes, value: bytes | None, what: str, timeout_s: float) -> None:
         outcome: list[KafkaError | None] = []
         self._producer.produce(
-            self.topic,
-            key=self.key_for(checkpoint.resource).encode(),
-            value=checkpoint.to_json(),
-            on_delivery=lambda err, _msg: outcome.append(err),
+            self.topic, key=key, value=value, on_delivery=lambda err, _msg: outcome.append(err)
         )
         # Poll for this one record only: a flush() would also wait for every other
         # resource's events in flight on the shared producer.
@@ -229,8 +300,6 @@ class CheckpointStore:
         while not outcome and time.monotonic() < deadline:
             self._producer.poll(0.1)
         if not outcome:
-            raise CheckpointStoreError(f"checkpoint of {checkpoint.resource} not confirmed")
+            raise CheckpointStoreError(f"{what} not confirmed")
         if outcome[0] is not None:
-            raise CheckpointStoreError(f"checkpoint of {checkpoint.resource}: {outcome[0]}")
-        self._latest[checkpoint.resource] = checkpoint
-        self.corrupt_keys.pop(checkpoint.resource, None)
+            raise CheckpointStoreError(f"{what}: {outcome[0]}")

@@ -14,6 +14,7 @@ the producer was told): `drain` hands those back as refusals to dead-letter the 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -30,8 +31,9 @@ from confluent_kafka.serialization import MessageField, SerializationContext, Se
 
 from producer.pipeline.build import OutgoingEvent, Rejection
 from producer.pipeline.dead_letters import SCHEMA_MISMATCH, TOO_LARGE, DeadLetter
-from producer.pipeline.ports import Refusal
+from producer.pipeline.ports import LaneFencedError, Refusal
 from producer.sync.checkpoint import Checkpoint
+from producer.sync.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,29 @@ def new_producer(
     return Producer({**PRODUCER_DEFAULTS, **sized, **kafka_config, **PRODUCER_REQUIRED})
 
 
+def new_transactional_producer(
+    kafka_config: Mapping[str, str | int | float | bool],
+    *,
+    transactional_id: str,
+    message_max_bytes: int,
+    transaction_timeout_s: float,
+) -> Producer:
+    """A lane's producer in exactly-once mode (`transactional.id` stable per lane)."""
+    transaction_ms = int(transaction_timeout_s * 1000)
+    config = {**PRODUCER_DEFAULTS, "message.max.bytes": str(message_max_bytes), **kafka_config}
+    # librdkafka requires a message's delivery timeout to fit in its transaction's
+    delivery_ms = min(int(config.get("delivery.timeout.ms", transaction_ms)), transaction_ms)
+    return Producer(
+        {
+            **config,
+            **PRODUCER_REQUIRED,
+            "delivery.timeout.ms": str(delivery_ms),
+            "transactional.id": transactional_id,
+            "transaction.timeout.ms": str(transaction_ms),
+        }
+    )
+
+
 class DeliveryError(RuntimeError):
     """Kafka did not acknowledge one or more messages of a run."""
 
@@ -73,7 +98,27 @@ class DeliveryInterruptedError(DeliveryError):
 
 
 class CheckpointWriter(Protocol):
+    """What the sink needs of the checkpoint store (`producer.kafka.checkpoints`)."""
+
+    topic: str
+
     def commit(self, checkpoint: Checkpoint, *, based_on: Checkpoint | None) -> None: ...
+
+    def check_unchanged(self, resource: str, based_on: Checkpoint | None) -> None: ...
+
+    def record_for(self, checkpoint: Checkpoint) -> tuple[bytes, bytes, Checkpoint]: ...
+
+    def progress_key(self, resource: str) -> bytes: ...
+
+    def progress(self, resource: str) -> Progress | None: ...
+
+    def write_progress(self, progress: Progress) -> None: ...
+
+    def clear_progress(self, resource: str) -> None: ...
+
+    def remember(self, checkpoint: Checkpoint) -> None: ...
+
+    def remember_progress(self, resource: str, progress: Progress | None) -> None: ...
 
 
 class DeliveryObserver(Protocol):
@@ -121,9 +166,11 @@ class KafkaSink:
         producer_id: str,
         stop: threading.Event | None = None,
         heartbeat_topic: str | None = None,
+        lane_producer: Callable[[str], Producer] | None = None,
     ) -> None:
         """`targets` and `schemas` are keyed by resource (schema: Avro JSON of its events);
-        `stop` cuts waits for Kafka short when the service stops."""
+        `stop` cuts waits for Kafka short when the service stops. `lane_producer` makes it
+        exactly-once: a transactional producer per resource (see `open_lanes`)."""
         self.producer = producer
         self.registry = registry
         self.targets = dict(targets)
@@ -135,6 +182,25 @@ class KafkaSink:
         self._serializers: dict[str, AvroSerializer] = {}
         self.stop = stop or threading.Event()
         self.heartbeat_topic = heartbeat_topic
+        self._lane_producer = lane_producer
+        self.lanes: dict[str, Producer] = {}
+
+    @property
+    def exactly_once(self) -> bool:
+        return self._lane_producer is not None
+
+    def open_lanes(self, resources: Sequence[str], timeout_s: float = 30.0) -> None:
+        """Exactly-once: one transactional producer per resource, `init_transactions` at once.
+
+        Initialising a transactional id aborts what a previous holder left open and fences
+        that holder: a second instance started with the same PRODUCER_ID takes the lanes over,
+        and the first one's next transactional call fails with `LaneFencedError`.
+        """
+        assert self._lane_producer is not None
+        for resource in resources:
+            lane = self._lane_producer(resource)
+            _transactional(functools.partial(lane.init_transactions, timeout_s), resource)
+            self.lanes[resource] = lane
 
     def register_schemas(self) -> dict[str, int]:
         """Register every value schema (TopicNameStrategy); fail fast if incompatible."""
@@ -149,11 +215,31 @@ class KafkaSink:
             )
         return ids
 
+    def reopen_lane(self, resource: str, timeout_s: float = 30.0) -> None:
+        """A lane whose producer hit a fatal transactional error gets a new producer with the
+        same transactional id: its `init_transactions` aborts the open transaction."""
+        assert self._lane_producer is not None
+        old = self.lanes.pop(resource, None)
+        if old is not None:
+            old.flush(0)
+        lane = self._lane_producer(resource)
+        _transactional(functools.partial(lane.init_transactions, timeout_s), resource)
+        self.lanes[resource] = lane
+
+    def begin_direct(self, resource: str, run_id: str) -> KafkaRunSink:
+        """A run sink on the shared idempotent producer, never a transactional lane: for the
+        webhook receiver and reconciliation, which must not open a second transaction on the
+        lane a sync run of the resource may be using. Their writes are visible at once."""
+        return KafkaRunSink(self, resource, run_id, self.producer)
+
     def begin(self, resource: str, run_id: str) -> KafkaRunSink:
-        return KafkaRunSink(self, resource, run_id)
+        if self.exactly_once:
+            return TransactionalRunSink(self, resource, run_id, self.lanes[resource])
+        return KafkaRunSink(self, resource, run_id, self.producer)
 
     def produce(
         self,
+        producer: Producer,
         topic: str,
         key: bytes | None,
         value: bytes | None,
@@ -163,7 +249,7 @@ class KafkaSink:
         """Produce, waiting while the local queue is full (back-pressure)."""
         while True:
             try:
-                self.producer.produce(
+                producer.produce(
                     topic, key=key, value=value, headers=list(headers), on_delivery=on_delivery
                 )
                 break
@@ -172,8 +258,8 @@ class KafkaSink:
                     raise DeliveryInterruptedError(
                         "stopping while the producer queue is full"
                     ) from None
-                self.producer.poll(0.1)
-        self.producer.poll(0)
+                producer.poll(0.1)
+        producer.poll(0)
 
     def serialize(self, resource: str, value: Mapping[str, Any]) -> bytes:
         topic = self.targets[resource].topic
@@ -184,11 +270,17 @@ class KafkaSink:
         return bytes(payload)
 
     def queue_length(self) -> int:
-        return len(self.producer)
+        return len(self.producer) + sum(len(lane) for lane in self.lanes.values())
 
     def flush(self, timeout_s: float) -> int:
-        """Deliver what was produced; returns the number of messages still queued."""
-        return int(self.producer.flush(timeout_s))
+        """Deliver what was produced; returns the number of messages still queued. A lane's
+        open transaction (a run cut short) is left to the next `init_transactions` of its
+        transactional id, which aborts it: its events are never visible to read_committed."""
+        deadline = time.monotonic() + timeout_s
+        left = int(self.producer.flush(timeout_s))
+        for lane in self.lanes.values():
+            left += int(lane.flush(max(0.0, deadline - time.monotonic())))
+        return left
 
     def close(self, timeout_s: float) -> int:
         """Flush, then release the registry client's connections."""
@@ -200,8 +292,9 @@ class KafkaSink:
 class KafkaRunSink:
     """The `RunSink` of one run of one resource."""
 
-    def __init__(self, sink: KafkaSink, resource: str, run_id: str) -> None:
+    def __init__(self, sink: KafkaSink, resource: str, run_id: str, producer: Producer) -> None:
         self._sink = sink
+        self._producer = producer
         self.resource = resource
         self.run_id = run_id
         self.target = sink.targets[resource]
@@ -243,7 +336,12 @@ class KafkaRunSink:
             with self._events.lock:
                 self._events.sent += 1
             self._sink.produce(
-                self.target.topic, key, payload, headers, self._on_event_delivery(event, size)
+                self._producer,
+                self.target.topic,
+                key,
+                payload,
+                headers,
+                self._on_event_delivery(event, size),
             )
         except KafkaException as exc:
             with self._events.lock:
@@ -256,7 +354,14 @@ class KafkaRunSink:
     def delete(self, event: OutgoingEvent) -> Rejection | None:
         """A delete (Debezium convention, docs/events.md): the `op = "d"` event, then a
         tombstone (same key, null value) so compaction and key-value consumers drop the key.
-        Both go to one partition through the idempotent producer, so they stay in this order."""
+        Both go to one partition through one idempotent producer, so they stay in this order.
+
+        In exactly-once mode this is a `begin_direct` run sink (the shared producer, outside
+        the lanes): first the resource's lane is flushed, so every version it was handed
+        before this delete (the caller holds the delete guard) is appended before the delete."""
+        lane = self._sink.lanes.get(self.resource)
+        if lane is not None and lane is not self._producer:
+            lane.flush(DRAIN_TIMEOUT_S)
         rejection = self.publish(event)
         if rejection is not None:
             return rejection
@@ -274,7 +379,9 @@ class KafkaRunSink:
         with tally.lock:
             tally.sent += 1
         headers = [("event_id", str(event.value["event_id"]).encode())]
-        self._sink.produce(self.target.topic, event.key.encode(), None, headers, delivered)
+        self._sink.produce(
+            self._producer, self.target.topic, event.key.encode(), None, headers, delivered
+        )
         return None
 
     def _on_event_delivery(
@@ -326,7 +433,9 @@ class KafkaRunSink:
         with tally.lock:
             tally.sent += 1
         try:
-            self._sink.produce(target.topic, letter.key, letter.value, headers, delivered)
+            self._sink.produce(
+                self._producer, target.topic, letter.key, letter.value, headers, delivered
+            )
         except KafkaException as exc:
             with tally.lock:
                 tally.sent -= 1
@@ -341,7 +450,7 @@ class KafkaRunSink:
                     f"stopping with {self.unacknowledged} message(s) of {self.resource} "
                     "not yet acknowledged"
                 )
-            self._sink.producer.poll(0.1)
+            self._producer.poll(0.1)
             if time.monotonic() >= next_warning:  # a broker stall is visible while it lasts
                 next_warning += STALL_WARNING_S
                 log.warning(
@@ -378,10 +487,18 @@ class KafkaRunSink:
                 f"{len(refused)} refused event(s) were neither sent nor dead-lettered"
             )
         self._closed = True
+        store = self._sink.checkpoints
         if checkpoint is not None:
-            self._sink.checkpoints.commit(checkpoint, based_on=based_on)
+            store.commit(checkpoint, based_on=based_on)
+        store.clear_progress(self.resource)
         if complete_up_to is not None and self._sink.heartbeat_topic:
             self._heartbeat(checkpoint or based_on, complete_up_to)
+
+    def mark_progress(self, progress: Progress) -> None:
+        self._check_open()
+        if self.drain():  # the orchestrator dead-letters refusals before it marks progress
+            raise DeliveryError("refused event(s) were neither sent nor dead-lettered")
+        self._sink.checkpoints.write_progress(progress)
 
     def _heartbeat(self, checkpoint: Checkpoint | None, complete_up_to: datetime) -> None:
         """`HEARTBEAT_TOPIC`: for consumers that need a watermark, the instant up to which
@@ -398,6 +515,7 @@ class KafkaRunSink:
         }
         outcome: list[KafkaError | None] = []
         self._sink.produce(
+            self._sink.producer,
             topic,
             f"{self._sink.producer_id}/{self.resource}".encode(),
             json.dumps(body, sort_keys=True).encode(),
@@ -432,3 +550,120 @@ def _too_large(size: int, limit: int, topic: str) -> Rejection:
         f"event of {size} bytes exceeds the {limit}-byte max.message.bytes of {topic}",
         {"size": str(size), "limit": str(limit)},
     )
+
+
+class TransactionalRunSink(KafkaRunSink):
+    """Exactly-once: the run's lane producer writes each batch of pages (events, dead letters
+    and the progress mark) as one transaction; the last one holds the final events, the new
+    checkpoint and the progress tombstone. Consumers with isolation.level=read_committed see
+    a batch whole or not at all, so a run killed mid-batch leaves nothing visible twice."""
+
+    def __init__(self, sink: KafkaSink, resource: str, run_id: str, producer: Producer) -> None:
+        super().__init__(sink, resource, run_id, producer)
+        _transactional(producer.begin_transaction, resource)
+        self._open = True
+
+    def mark_progress(self, progress: Progress) -> None:
+        self._check_open()
+        if self.drain():
+            raise DeliveryError("refused event(s) were neither sent nor dead-lettered")
+        store = self._sink.checkpoints
+        self._produce_record(store.topic, store.progress_key(self.resource), progress.to_json())
+        self._commit_transaction()
+        store.remember_progress(self.resource, progress)
+        _transactional(self._producer.begin_transaction, self.resource)
+        self._open = True
+
+    def commit(
+        self,
+        checkpoint: Checkpoint | None,
+        *,
+        based_on: Checkpoint | None,
+        complete_up_to: datetime | None = None,
+    ) -> None:
+        self._check_open()
+        if self.drain():
+            raise DeliveryError("refused event(s) were neither sent nor dead-lettered")
+        store = self._sink.checkpoints
+        stored: Checkpoint | None = None
+        if checkpoint is not None:
+            store.check_unchanged(self.resource, based_on)
+            key, value, stored = store.record_for(checkpoint)
+            self._produce_record(store.topic, key, value)
+        had_progress = store.progress(self.resource) is not None
+        if had_progress:
+            self._produce_record(store.topic, store.progress_key(self.resource), None)
+        self._commit_transaction()
+        self._closed = True
+        if stored is not None:
+            store.remember(stored)
+        store.remember_progress(self.resource, None)
+        if complete_up_to is not None and self._sink.heartbeat_topic:
+            self._heartbeat(checkpoint or based_on, complete_up_to)
+
+    def abort(self) -> None:
+        self._closed = True
+        if not self._open:
+            return
+        self._open = False
+        try:
+            # bounded: a stopping service must not wait long; what is left open is aborted by
+            # the next init_transactions of this lane anyway
+            self._producer.abort_transaction(5.0)
+        except KafkaException as exc:
+            log.warning(
+                "could not abort the transaction of %s: %s; reopening its lane (which aborts "
+                "what was left open)",
+                self.resource,
+                exc,
+                extra={"component": "kafka", "resource": self.resource},
+            )
+            self._sink.reopen_lane(self.resource)
+
+    def _produce_record(self, topic: str, key: bytes, value: bytes | None) -> None:
+        # no delivery callback of its own: a record that fails fails the commit of its
+        # transaction, which is what decides
+        self._sink.produce(self._producer, topic, key, value, [], _ignore_delivery)
+
+    def _commit_transaction(self) -> None:
+        try:
+            _transactional(
+                lambda: self._producer.commit_transaction(TRANSACTION_COMMIT_S), self.resource
+            )
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.txn_requires_abort():
+                self.abort()
+            raise DeliveryError(f"transaction of {self.resource} not committed: {error}") from None
+        finally:
+            self._open = False
+
+
+TRANSACTION_COMMIT_S: Final = 60.0
+_FENCED_CODES: Final = frozenset(
+    code
+    for code in (
+        getattr(KafkaError, "_FENCED", None),
+        getattr(KafkaError, "PRODUCER_FENCED", None),
+        getattr(KafkaError, "INVALID_PRODUCER_EPOCH", None),
+    )
+    if code is not None
+)
+
+
+def _transactional(call: Callable[[], object], resource: str) -> None:
+    """Run a transactional API call; a fenced producer becomes `LaneFencedError`."""
+    try:
+        call()
+    except KafkaException as exc:
+        error = exc.args[0]
+        if error.code() in _FENCED_CODES:
+            raise LaneFencedError(
+                f"the exactly-once lane of {resource} was taken over by another instance "
+                f"with the same PRODUCER_ID ({error.str()}); this instance stops writing"
+            ) from None
+        raise
+
+
+def _ignore_delivery(_err: KafkaError | None, _msg: Message) -> None:
+    return None

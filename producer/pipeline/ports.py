@@ -16,6 +16,7 @@ from typing import Protocol
 from producer.pipeline.build import OutgoingEvent, Rejection
 from producer.pipeline.dead_letters import DeadLetter, RawRecords
 from producer.sync.checkpoint import Checkpoint
+from producer.sync.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class Refusal:
     rejection: Rejection
 
 
+class LaneFencedError(RuntimeError):
+    """Another instance with the same identity took over this lane (exactly-once mode):
+    this process must stop writing. One active producer per identity is a guarantee."""
+
+
 class RunSink(Protocol):
     """Kafka writes of one run of one resource."""
 
@@ -80,6 +86,11 @@ class RunSink(Protocol):
         """
         ...
 
+    def mark_progress(self, progress: Progress) -> None:
+        """After a full drain: record where a restarted run may resume (and, in exactly-once
+        mode, commit the batch's transaction with it)."""
+        ...
+
     def commit(
         self,
         checkpoint: Checkpoint | None,
@@ -89,8 +100,8 @@ class RunSink(Protocol):
     ) -> None:
         """After a full drain: write `checkpoint` (None: unchanged) unless the stored one is
         no longer `based_on` (the one the run started from: a reset happened meanwhile), in
-        which case raise. `complete_up_to`: every change before it is in Kafka (heartbeat).
-        Raises if not confirmed."""
+        which case raise; clear the run's progress mark. `complete_up_to`: every change
+        before it is in Kafka (heartbeat). Raises if not confirmed."""
         ...
 
     def abort(self) -> None:
@@ -105,6 +116,10 @@ class Sink(Protocol):
 class CheckpointReader(Protocol):
     def current(self, resource: str) -> Checkpoint | None:
         """The committed checkpoint as stored now (a run reads it at its start)."""
+        ...
+
+    def progress(self, resource: str) -> Progress | None:
+        """The progress mark of an interrupted run, as read by `current`."""
         ...
 
 

@@ -12,6 +12,7 @@ from producer.pipeline.build import OutgoingEvent, Rejection
 from producer.pipeline.dead_letters import TOO_LARGE, DeadLetter
 from producer.pipeline.ports import Refusal, SourcePage
 from producer.sync.checkpoint import Checkpoint
+from producer.sync.progress import Progress
 
 
 def page(
@@ -54,6 +55,7 @@ class FakeRunSink:
     events: list[OutgoingEvent] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
     committed: list[Checkpoint | None] = field(default_factory=list)
+    marked: list[Progress] = field(default_factory=list)
     aborted: bool = False
 
     @property
@@ -108,7 +110,14 @@ class FakeRunSink:
             if self.owner.checkpoints.get(checkpoint.resource) != based_on:
                 raise RuntimeError("the checkpoint changed while the run was going")
             self.owner.checkpoints[checkpoint.resource] = checkpoint
+        self.owner.marks.pop(self.resource, None)
         self.committed.append(checkpoint)
+
+    def mark_progress(self, progress: Progress) -> None:
+        if self.drain():
+            raise RuntimeError("refusals left")
+        self.owner.marks[self.resource] = progress
+        self.marked.append(progress)
 
     def abort(self) -> None:
         self.aborted = True
@@ -126,6 +135,8 @@ class FakeSink:
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
     runs: list[FakeRunSink] = field(default_factory=list)
     pending_refusals: list[Refusal] = field(default_factory=list)
+    marks: dict[str, Progress] = field(default_factory=dict)
+    """Progress marks as stored (what `progress` reads)."""
     dead_letter_attempts: int = 0
     tombstones: list[str] = field(default_factory=list)
 
@@ -136,6 +147,9 @@ class FakeSink:
 
     def current(self, resource: str) -> Checkpoint | None:
         return self.checkpoints.get(resource)
+
+    def progress(self, resource: str) -> Progress | None:
+        return self.marks.get(resource)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from producer.kafka.publisher import (
 from producer.pipeline.build import EventBuilder, OutgoingEvent, RunContext
 from producer.pipeline.dead_letters import TOO_LARGE, DeadLetter, Origin
 from producer.sync.checkpoint import Checkpoint
+from producer.sync.progress import Progress
 from producer.sync.run import Version
 from producer.sync.timestamps import instant_micros
 
@@ -93,9 +94,35 @@ class ScriptedProducer:
 @dataclass
 class Store:
     commits: list[Checkpoint] = field(default_factory=list)
+    marks: dict[str, Progress] = field(default_factory=dict)
+    topic: str = "t.checkpoints"
 
     def commit(self, checkpoint: Checkpoint, *, based_on: Checkpoint | None) -> None:
         self.commits.append(checkpoint)
+
+    def check_unchanged(self, resource: str, based_on: Checkpoint | None) -> None:
+        return None
+
+    def record_for(self, checkpoint: Checkpoint) -> tuple[bytes, bytes, Checkpoint]:
+        return checkpoint.resource.encode(), checkpoint.to_json(), checkpoint
+
+    def progress_key(self, resource: str) -> bytes:
+        return f"{resource}/progress".encode()
+
+    def progress(self, resource: str) -> Progress | None:
+        return self.marks.get(resource)
+
+    def write_progress(self, progress: Progress) -> None:
+        self.marks[progress.resource] = progress
+
+    def clear_progress(self, resource: str) -> None:
+        self.marks.pop(resource, None)
+
+    def remember(self, checkpoint: Checkpoint) -> None:
+        self.commits.append(checkpoint)
+
+    def remember_progress(self, resource: str, progress: Progress | None) -> None:
+        self.clear_progress(resource) if progress is None else self.write_progress(progress)
 
 
 @dataclass

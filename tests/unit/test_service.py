@@ -234,7 +234,8 @@ def test_the_loop_reports_progress_while_it_waits_and_stops_promptly() -> None:
     svc.poll_interval_s = 3600.0
     worker = threading.Thread(target=svc._loop, args=("contacts",))
     worker.start()
-    while not sink.runs:
+    deadline = time.monotonic() + 10
+    while not sink.runs and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.05)
     stop.set()
@@ -259,3 +260,67 @@ def test_a_reset_during_the_run_is_not_overwritten() -> None:
     assert report.outcome == "failure"
     assert "changed while the run was going" in (report.error or "")
     assert sink.checkpoints["contacts"] == reset
+
+
+def five_pages() -> list[Any]:
+    return [
+        page(good(i * 2, 2, i), has_more=i < 4, next_cursor=f"n{i}" if i < 4 else None)
+        for i in range(5)
+    ]
+
+
+def test_every_batch_of_pages_leaves_a_progress_mark_and_success_clears_it() -> None:
+    sink = FakeSink()
+    svc, _, _ = service(ListSource(five_pages()), sink)
+    svc.batch_pages = 2
+    assert svc.sync_once("contacts").outcome == "success"
+    [run] = sink.runs
+    assert [m.pages for m in run.marked] == [2, 4]
+    assert all(m.snapshot and m.based_on is None for m in run.marked)
+    assert sink.marks == {}  # the completed run cleared it
+
+
+def test_a_failed_run_resumes_from_its_last_mark_with_the_same_dedup() -> None:
+    class Failing(ListSource):
+        def pages(self, filter_gte: str | None):  # type: ignore[no-untyped-def]
+            for n, served in enumerate(super().pages(filter_gte)):
+                if n == 3 and len(self.filters) == 1:
+                    raise ConnectionError("API gone mid-run")
+                yield served
+
+    source = Failing(five_pages())
+    sink = FakeSink()
+    svc, _, _ = service(source, sink)
+    svc.batch_pages = 2
+    first = svc.sync_once("contacts")
+    assert first.outcome == "failure"
+    mark = sink.marks["contacts"]
+    assert mark.pages == 2
+    published_before = len(sink.published)  # pages 1-3 reached Kafka (at-least-once)
+    boundary = five_pages()[1].records[-1]  # the API serves `gte` the mark: its boundary on
+    source.pages_to_serve = [page([boundary], has_more=True, next_cursor="b"), *five_pages()[2:]]
+    second = svc.sync_once("contacts")
+    assert second.outcome == "success", second.error
+    assert second.resumed_from == mark.mark.updated_at
+    assert source.filters[-1] == mark.mark.filter_value
+    assert second.snapshot  # still the bulk export: op "r"
+    resumed = [e.value for e in sink.published[published_before:]]
+    assert {e["op"] for e in resumed} == {"r"}
+    # the boundary record was published before the mark: skipped, not published again
+    assert [e["id"] for e in resumed] == [r["id"] for p in five_pages()[2:] for r in p.records]
+    assert sink.marks == {}
+    assert "contacts" in sink.checkpoints
+
+
+def test_a_mark_of_another_starting_point_is_ignored() -> None:
+    sink = FakeSink()
+    svc, _, _ = service(ListSource(five_pages()), sink)
+    svc.batch_pages = 2
+    assert svc.sync_once("contacts").outcome == "success"
+    stale = sink.runs[0].marked[0]
+    sink.marks["contacts"] = stale  # written before the checkpoint that is stored now
+    source = ListSource([page(good(20, 1, 9))])
+    svc.source_for = lambda _r: source
+    report = svc.sync_once("contacts")
+    assert report.resumed_from is None
+    assert source.filters == [sink.runs[0].committed[0].filter_value]  # type: ignore[union-attr]
