@@ -253,6 +253,10 @@ class KafkaSink:
                     topic, key=key, value=value, headers=list(headers), on_delivery=on_delivery
                 )
                 break
+            except KafkaException as exc:
+                if _is_fenced(exc.args[0]):
+                    raise _fenced_error(exc.args[0], topic) from None
+                raise
             except BufferError:  # local queue full: serve callbacks, then try again
                 if self.stop.is_set():
                     raise DeliveryInterruptedError(
@@ -303,6 +307,7 @@ class KafkaRunSink:
         self._tombstones = _Tally()
         self._refused: list[Refusal] = []
         self._closed = False
+        self._fenced: KafkaError | None = None
 
     @property
     def acked(self) -> int:
@@ -403,6 +408,8 @@ class KafkaRunSink:
                 return
             with tally.lock:
                 tally.errors.append(f"{msg.topic()}[{msg.partition()}] key={event.key}: {err}")
+                if _is_fenced(err):
+                    self._fenced = err
             self._sink.observer.add_delivery_errors(self.resource)
 
         return delivered
@@ -461,6 +468,8 @@ class KafkaRunSink:
                     time.monotonic() - started,
                     extra={"component": "kafka", "resource": self.resource},
                 )
+        if self._fenced is not None:
+            raise _fenced_error(self._fenced, self.resource)
         errors = self._events.errors + self._letters.errors + self._tombstones.errors
         if errors:
             shown = "; ".join(errors[:3])
@@ -611,6 +620,8 @@ class TransactionalRunSink(KafkaRunSink):
             # the next init_transactions of this lane anyway
             self._producer.abort_transaction(5.0)
         except KafkaException as exc:
+            if self._fenced is not None or _is_fenced(exc.args[0]):
+                return  # the lane belongs to another instance now: never take it back
             log.warning(
                 "could not abort the transaction of %s: %s; reopening its lane (which aborts "
                 "what was left open)",
@@ -651,17 +662,24 @@ _FENCED_CODES: Final = frozenset(
 )
 
 
+def _is_fenced(error: KafkaError) -> bool:
+    return error.code() in _FENCED_CODES
+
+
+def _fenced_error(error: KafkaError, where: str) -> LaneFencedError:
+    return LaneFencedError(
+        f"the exactly-once lane of {where} was taken over by another instance with the same "
+        f"PRODUCER_ID ({error.str()}); this instance stops writing"
+    )
+
+
 def _transactional(call: Callable[[], object], resource: str) -> None:
     """Run a transactional API call; a fenced producer becomes `LaneFencedError`."""
     try:
         call()
     except KafkaException as exc:
-        error = exc.args[0]
-        if error.code() in _FENCED_CODES:
-            raise LaneFencedError(
-                f"the exactly-once lane of {resource} was taken over by another instance "
-                f"with the same PRODUCER_ID ({error.str()}); this instance stops writing"
-            ) from None
+        if _is_fenced(exc.args[0]):
+            raise _fenced_error(exc.args[0], resource) from None
         raise
 
 

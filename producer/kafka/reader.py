@@ -6,6 +6,7 @@ the demo and the tests (what downstream consumers see).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -73,10 +74,20 @@ class TopicTail:
             low, high = self._consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S)
             if high > max(low, position):
                 ends[partition] = high
+        deadline = time.monotonic() + TIMEOUT_S
         while ends:
-            msg = self._consumer.poll(TIMEOUT_S)
+            msg = self._consumer.poll(0.2)
             if msg is None:
-                raise TopicReadError(f"timed out reading {self.topic}")
+                # A transaction's commit marker takes an offset but is never delivered, and
+                # no end-of-partition event may follow it: ask where the consumer stands.
+                for tp in self._consumer.position(
+                    [TopicPartition(self.topic, p) for p in list(ends)]
+                ):
+                    if tp.offset >= ends[tp.partition]:
+                        ends.pop(tp.partition, None)
+                if ends and time.monotonic() > deadline:
+                    raise TopicReadError(f"timed out reading {self.topic}")
+                continue
             error, partition, offset = msg.error(), msg.partition() or 0, msg.offset() or 0
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:

@@ -766,6 +766,7 @@ def test_dead_letter_liveness_and_heartbeat_settings_reach_the_configmap(helm: H
                 "maxMessageBytes": "2097152,engagements=8388608",
                 "livenessStallSeconds": 900,
                 "heartbeatTopic": "askelephant.heartbeats",
+                "delivery": "exactly-once",
             }
         },
     )
@@ -778,3 +779,5 @@ def test_dead_letter_liveness_and_heartbeat_settings_reach_the_configmap(helm: H
     assert config["LIVENESS_STALL_SECONDS"] == "900"
     assert config["HEARTBEAT_TOPIC"] == "askelephant.heartbeats"
     assert config["DEAD_LETTER_TOPIC"] == ""  # derived from TOPIC_PREFIX by the producer
+    assert config["DELIVERY"] == "exactly-once"
+    assert config["BATCH_PAGES"] == contract_default("BATCH_PAGES")

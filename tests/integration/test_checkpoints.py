@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -22,6 +19,7 @@ from producer.kafka.admin import TopicSpec, ensure_topics, topic_config
 from producer.kafka.publisher import new_producer
 from producer.simulator.server import Simulator
 from producer.sync.checkpoint import Checkpoint, CheckpointFormatError
+from tests.support.processes import cli
 
 
 @pytest.fixture(autouse=True)
@@ -32,18 +30,6 @@ def restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `python -m producer ARGS` as its own process."""
-    return subprocess.run(
-        [sys.executable, "-m", "producer", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def write_raw(env: dict[str, str], resource: str, value: bytes | None) -> None:

@@ -20,7 +20,7 @@ from producer.simulator.server import Simulator
 from producer.sync.run import INVALID_UPDATED_AT, MISSING_ID, MISSING_UPDATED_AT
 from producer.sync.timestamps import instant_micros
 from tests.integration.conftest import events_on
-from tests.integration.test_sync_pipeline import cli
+from tests.support.processes import cli
 
 THREE_MB = "x" * 3_000_000
 

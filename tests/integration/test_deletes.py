@@ -262,7 +262,7 @@ def test_realtime_updates_are_published_with_the_polling_event_id(
 def test_run_serves_the_receiver_and_reconciles_users_as_a_process(
     make_env: Callable[..., dict[str, str]], sim: Simulator, tmp_path: Path
 ) -> None:
-    from tests.integration.test_run_command import free_port, wait_for
+    from tests.support.processes import free_port, wait_for
 
     hook_port = free_port()
     env = make_env(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,19 +16,7 @@ import httpx
 from producer.app import open_checkpoint_store
 from producer.config import load_settings
 from producer.simulator.server import Simulator
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+from tests.support.processes import free_port, metrics_text, start_run, wait_for
 
 
 def test_run_serves_health_and_stops_within_10s_on_sigterm(
@@ -88,23 +75,6 @@ def test_run_serves_health_and_stops_within_10s_on_sigterm(
     checkpoints = open_checkpoint_store(load_settings(env)).all()
     assert "tags" in checkpoints
     assert "engagements" not in checkpoints  # the interrupted run committed nothing
-
-
-def start_run(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("w") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "producer", "run"],
-            env={**os.environ, **env},
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def metrics_text(port: int) -> str:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return ""
 
 
 def sigterm_and_time(proc: subprocess.Popen[bytes]) -> tuple[int, float]:

@@ -21,18 +21,7 @@ from producer.schemas import RESOURCES
 from producer.simulator.server import Simulator
 from producer.sync.timestamps import instant_micros
 from tests.integration.conftest import events_on, latest_on
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `python -m producer ARGS` as its own process."""
-    return subprocess.run(
-        [sys.executable, "-m", "producer", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.support.processes import cli
 
 
 def source_state(sim: Simulator, resource: str) -> dict[str, str]:
