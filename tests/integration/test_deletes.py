@@ -293,6 +293,14 @@ def test_run_serves_the_receiver_and_reconciles_users_as_a_process(
                     return False
 
             wait_for(tags_exported, 60, "the export of tags")
+
+            def users_exported() -> bool:
+                try:
+                    return len(events_on(settings, "users")) == 150
+                except Exception:  # the topic is not there yet
+                    return False
+
+            wait_for(users_exported, 60, "the export of users")  # before one is removed
             sim.dataset.soft_delete("tags", [victim["id"]])
             body = envelope("v1.tag.deleted", victim)
             headers = sign(SECRET, "msg_process_1", time.time(), body)

@@ -30,13 +30,17 @@ CRASHES = int(os.environ.get("CRASH_CAMPAIGN_KILLS", "30"))
 
 
 def sync_process(env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen[bytes]:
-    out = subprocess.DEVNULL if log_path is None else log_path.open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "producer", "sync", "--resource", "contacts"],
-        env={**os.environ, **env},
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
+    command = [sys.executable, "-m", "producer", "sync", "--resource", "contacts"]
+    if log_path is None:
+        return subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+    # the child keeps its own copy of the descriptor; the test's copy is closed at once
+    # (an open one is a ResourceWarning, an error under filterwarnings=error)
+    with log_path.open("ab") as out:
+        return subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def versions(settings_env: dict[str, str]) -> list[tuple[str, int]]:
