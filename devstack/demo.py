@@ -6,7 +6,9 @@ registry, which the product never does.
 Starts a local Kafka broker and schema registry (the devstack launcher) and the API simulator,
 runs a full sync of all five resources, changes some records (including a batch sharing one
 `updated_at`), runs an incremental sync, and prints what happened per resource with a sample
-event read back and decoded by a consumer.
+event read back and decoded by a consumer. Then deletes: the simulator sends signed
+`v1.contact.deleted` webhooks to the producer's receiver (op d + tombstone on the topic), and a
+reconciliation finds a user removed from the API (users have no webhooks).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import argparse
 import gc
 import json
 import logging
+import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from typing import TextIO
@@ -24,7 +28,7 @@ from typing import TextIO
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from devstack.stack import LocalStack
-from producer.app import build_app
+from producer.app import App, build_app
 from producer.cli import render_summary
 from producer.config import load_settings
 from producer.kafka.reader import read_topic
@@ -32,8 +36,12 @@ from producer.observability.logging import configure_logging
 from producer.schemas import RESOURCES
 from producer.service import RunReport
 from producer.simulator.server import Simulator
+from producer.simulator.webhooks import WebhookSender
+from producer.webhooks.server import WebhookServer
 
 log = logging.getLogger("devstack.demo")
+DEMO_SECRET = "whsec_" + "ZGVtby1vbmx5LXNpZ25pbmctc2VjcmV0LTAwMDE="
+"""The demo's own endpoint secret (a real one comes from the Svix App Portal)."""
 
 
 def main(records: int = 300) -> int:
@@ -57,6 +65,9 @@ def main(records: int = 300) -> int:
                 "CHECKPOINT_TOPIC": "askelephant.demo.checkpoints",
                 "PRODUCER_ID": f"demo-{uuid.uuid4().hex[:8]}",
                 "METRICS_PORT": "0",
+                "WEBHOOK_PORT": str(_free_port()),
+                "ASKELEPHANT_WEBHOOK_SECRET": DEMO_SECRET,
+                "RECONCILE_INTERVAL_SECONDS": "0,users=86400",
             }
         )
         app = build_app(settings, stop=threading.Event())
@@ -90,6 +101,7 @@ def main(records: int = 300) -> int:
             event = sample[-1].value
             print(f"\nSample event (key {sample[-1].key}):", file=out)
             print(json.dumps(_compact(event), indent=2, default=str), file=out)
+            deletes_ok = _deletes(app, sim, out)
         finally:
             app.close()
             del app  # release the Kafka handles before the local broker stops (no log noise)
@@ -97,10 +109,62 @@ def main(records: int = 300) -> int:
         failed = [r for r in [*full.values(), *incremental.values()] if r.outcome != "success"]
         print(
             "\nDemo finished: "
-            + ("all runs succeeded." if not failed else f"{len(failed)} failed"),
+            + ("all runs succeeded" if not failed else f"{len(failed)} failed")
+            + ("; deletes reached Kafka." if deletes_ok else "; deletes did NOT reach Kafka."),
             file=out,
         )
-        return 0 if not failed else 1
+        return 0 if not failed and deletes_ok else 1
+
+
+def _deletes(app: App, sim: Simulator, out: TextIO) -> bool:
+    """Steps 5 and 6: a delete through a signed webhook, and one found by reconciliation."""
+    assert app.receiver is not None
+    assert app.reconciler is not None
+    settings = app.settings
+    with WebhookServer(app.receiver, host="127.0.0.1", port=settings.webhook_port) as server:
+        sender = WebhookSender(server.url, DEMO_SECRET)
+        sim.dataset.add_listener(sender)
+        print(
+            f"\n5. Deleting 2 contacts in the API: the simulator sends signed v1.contact.deleted "
+            f"webhooks to {server.url}",
+            file=out,
+        )
+        gone = sim.dataset.delete_random("contacts", 2)
+        deadline = time.monotonic() + 30
+        while sender.delivered + sender.failed < len(gone) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        sender.close()
+    ok = True
+    with SchemaRegistryClient(settings.registry_config()) as registry:
+        events = read_topic(settings.kafka_config(), registry, settings.topic_for("contacts"))
+    for contact_id in gone:
+        ok &= _show_history(contact_id, [e.value for e in events if e.key == contact_id], out)
+
+    print("\n6. Removing a user from the API (users have no webhooks): reconciliation", file=out)
+    [user_id] = sim.dataset.delete_random("users", 1)
+    report = app.reconciler.reconcile("users")
+    print(
+        f"  {report.outcome}: {report.listed} ids listed in {report.requests} request(s), "
+        f"{report.keys_scanned} messages scanned, {report.seconds:.2f}s; deleted {report.deleted}",
+        file=out,
+    )
+    with SchemaRegistryClient(settings.registry_config()) as registry:
+        events = read_topic(settings.kafka_config(), registry, settings.topic_for("users"))
+    ok &= _show_history(user_id, [e.value for e in events if e.key == user_id], out)
+    return ok
+
+
+def _show_history(key: str, values: list[dict[str, object] | None], out: TextIO) -> bool:
+    """Print the ops of one key as a consumer reads them; True if it ends with d + tombstone."""
+    ops = ["tombstone" if v is None else str(v["op"]) for v in values]
+    print(f"  key {key}: {' -> '.join(ops)}", file=out)
+    return ops[-2:] == ["d", "tombstone"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _print_reports(reports: Iterable[RunReport], out: TextIO) -> None:

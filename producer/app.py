@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from producer import schemas
 from producer.api import ApiClient
@@ -26,19 +30,25 @@ from producer.kafka.admin import (
     topic_exists,
 )
 from producer.kafka.checkpoints import CheckpointStore
+from producer.kafka.deletes import DeleteStore
 from producer.kafka.publisher import (
     DeliveryObserver,
+    KafkaRunSink,
     KafkaSink,
     TopicTarget,
     new_producer,
     new_transactional_producer,
 )
+from producer.kafka.reader import TopicReadError, scan_to_end
 from producer.observability.health import HealthState, default_liveness_timeout
 from producer.observability.metrics import ProducerMetrics
 from producer.pipeline.ports import Source
 from producer.pipeline.prefetch import PrefetchingSource
+from producer.reconcile import Reconciler
 from producer.service import RunInterruptedError, SyncService
 from producer.sync.timestamps import from_micros
+from producer.webhooks.delivery import Verifier
+from producer.webhooks.receiver import WebhookReceiver
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 2.0
@@ -157,6 +167,11 @@ class App:
     health: HealthState
     stop: threading.Event
     _clients: dict[str, ApiClient] = field(default_factory=dict)
+    deletes: DeleteStore | None = None
+    """The deletes topic (no resurrection, delivery dedup); None when nothing can delete."""
+    receiver: WebhookReceiver | None = None
+    """Set when WEBHOOK_PORT is: `run` serves it (producer.webhooks.server)."""
+    reconciler: Reconciler | None = None
 
     def close(self, flush_timeout_s: float = 5.0) -> int:
         """Flush what was produced, then close the API clients (a request still in flight
@@ -189,6 +204,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     if settings.heartbeat_topic:  # one record per resource, the latest is what counts
         compact = {"cleanup.policy": "compact"}
         specs.append(TopicSpec(settings.heartbeat_topic, 1, replication, compact))
+    if settings.deletes_enabled:  # latest per key; what is older than the retention goes
+        retention_ms = int(settings.deletes_retention_days * 86_400_000)
+        bounded = {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
+        specs.append(TopicSpec(settings.deletes_topic, 1, replication, bounded))
     return specs
 
 
@@ -389,6 +408,8 @@ def build_app(
         source = ApiSource(clients[resource], resource, settings.page_size)
         return PrefetchingSource(source, stop=stop, name=f"prefetch-{resource}")
 
+    deletes = open_deletes(settings, sink) if settings.deletes_enabled else None
+
     service = SyncService(
         resources=settings.resources,
         topic_for=settings.topic_for,
@@ -404,9 +425,83 @@ def build_app(
         batch_seconds=settings.batch_seconds,
         backfill_slices=settings.backfill_slices,
         stop=stop,
+        deletes=deletes,
     )
     health.add_check("api", service.api_health)
-    return App(settings, service, sink, store, metrics, health, stop, clients)
+    app = App(settings, service, sink, store, metrics, health, stop, clients, deletes)
+    if deletes is not None:
+        app.reconciler = new_reconciler(settings, app, source_for)
+        if settings.webhook_port:
+            app.receiver = WebhookReceiver(
+                verifier=Verifier([s.get_secret_value() for s in settings.webhook_secrets]),
+                sink=DirectSink(sink),
+                deletes=deletes,
+                observer=metrics,
+                producer_id=settings.producer_id,
+                resources=settings.resources,
+                topic_for=settings.topic_for,
+                realtime=settings.webhook_realtime,
+            )
+    return app
+
+
+@dataclass(frozen=True)
+class DirectSink:
+    """The `Sink` port for deletes and realtime events: the shared producer, outside the
+    exactly-once lanes (`KafkaSink.begin_direct`)."""
+
+    sink: KafkaSink
+
+    def begin(self, resource: str, run_id: str) -> KafkaRunSink:
+        return self.sink.begin_direct(resource, run_id)
+
+
+def open_deletes(settings: Settings, sink: KafkaSink) -> DeleteStore:
+    """Read the deletes topic (created by `open_sink`) into memory."""
+    store = DeleteStore(
+        settings.kafka_config(),
+        settings.deletes_topic,
+        settings.producer_id,
+        sink.producer,
+        settings.deletes_retention_days,
+    )
+    for attempt in range(10):  # a topic created a moment ago may have no leader yet
+        try:
+            kept = store.load()
+            break
+        except (TopicReadError, KafkaException):
+            if attempt == 9:
+                raise
+            time.sleep(0.5)
+    log.info(
+        "%d deleted id(s) known from %s", kept, settings.deletes_topic, extra={"deleted": kept}
+    )
+    return store
+
+
+def new_reconciler(settings: Settings, app: App, source_for: Callable[[str], Source]) -> Reconciler:
+    assert app.deletes is not None
+    deserializer = AvroDeserializer(app.sink.registry)
+
+    def scan(topic: str) -> Iterator[tuple[str, bytes | None]]:
+        for msg in scan_to_end(settings.kafka_config(), topic):
+            yield (msg.key() or b"").decode("utf-8", "replace"), msg.value()
+
+    def decode(topic: str, value: bytes) -> Mapping[str, Any]:
+        event = deserializer(value, SerializationContext(topic, MessageField.VALUE))
+        return event if isinstance(event, dict) else {}
+
+    return Reconciler(
+        source_for=source_for,
+        scan=scan,
+        decode=decode,
+        sink=DirectSink(app.sink),
+        deletes=app.deletes,
+        observer=app.metrics,
+        run_lock=app.service.run_lock,
+        topic_for=settings.topic_for,
+        producer_id=settings.producer_id,
+    )
 
 
 def new_health(settings: Settings) -> HealthState:

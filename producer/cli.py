@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from producer import __version__
 from producer.config import ConfigError, Settings, add_flags, load_settings
@@ -24,6 +24,10 @@ from producer.service import RunReport
 from producer.sync.checkpoint import Checkpoint, reset_checkpoint
 from producer.sync.run import RunStats
 from producer.sync.timestamps import InvalidTimestampError, parse_instant
+
+if TYPE_CHECKING:
+    from producer.app import App
+    from producer.webhooks.server import WebhookServer
 
 log = logging.getLogger("producer")
 EXIT_CONFIG = 2
@@ -146,10 +150,13 @@ def cmd_run(settings: Settings) -> int:
     try:
         app = build_app(settings, stop=stop, metrics=metrics, health=health)
         health.set_check_result("startup", True, "connected")
+        webhooks = start_deletes(app)
         log.info(
             "polling %s every %gs", ",".join(settings.resources), settings.poll_interval_seconds
         )
         busy = app.service.run_forever(join_timeout_s=SHUTDOWN_JOIN_S)
+        if webhooks is not None:
+            webhooks.stop(timeout_s=1.0)
         fenced = app.service.fenced
         # One budget from the signal on: what the workers did not use, the flush may.
         since = time.monotonic() - (stop_requested[0] if stop_requested else time.monotonic())
@@ -168,6 +175,30 @@ def cmd_run(settings: Settings) -> int:
         log.error("stopped: %s", fenced, extra={"event": "fenced", "component": "kafka"})
         return EXIT_FENCED
     return 0
+
+
+def start_deletes(app: App) -> WebhookServer | None:
+    """The webhook receiver (WEBHOOK_PORT) and one reconciliation thread per resource whose
+    RECONCILE_INTERVAL_SECONDS is set; they stop with the service."""
+    from producer.webhooks.server import WebhookServer
+
+    if app.reconciler is not None:
+        for resource in app.settings.resources:
+            interval = app.settings.reconcile_interval.for_resource(resource)
+            if interval > 0:
+                threading.Thread(
+                    target=app.reconciler.run_forever,
+                    args=(resource, interval, app.stop),
+                    name=f"reconcile-{resource}",
+                    daemon=True,
+                ).start()
+                log.info("reconciling %s every %gs", resource, interval)
+    if app.receiver is None:
+        return None
+    server = WebhookServer(app.receiver, port=app.settings.webhook_port)
+    server.start()
+    log.info("receiving webhooks on port %d at /webhooks/askelephant", server.port)
+    return server
 
 
 def cmd_sync(settings: Settings, only: list[str] | None) -> int:

@@ -180,6 +180,45 @@ SETTINGS: tuple[Option, ...] = (
         empty_ok=True,
         doc_default="(off)",
     ),
+    Option(
+        "WEBHOOK_PORT",
+        "0",
+        "port of the webhook receiver `POST /webhooks/askelephant` in `run` (0: off); needs "
+        "ASKELEPHANT_WEBHOOK_SECRET",
+    ),
+    Option(
+        "ASKELEPHANT_WEBHOOK_SECRET",
+        None,
+        "Svix endpoint signing secret `whsec_...`; several, comma-separated, during a rotation",
+        secret=True,
+        empty_ok=True,
+    ),
+    Option(
+        "WEBHOOK_REALTIME",
+        "false",
+        "also publish `*.created`/`*.updated` deliveries at once as c/u events (polling stays "
+        "the complete path; the same version has the same event_id)",
+    ),
+    Option(
+        "DELETES_TOPIC",
+        "",
+        "compacted topic of deleted ids and handled webhook deliveries (no resurrection, "
+        "replay dedup)",
+        empty_ok=True,
+        doc_default="`<TOPIC_PREFIX>deletes`",
+    ),
+    Option(
+        "DELETES_RETENTION_DAYS",
+        "7",
+        "how long a delete and a delivery id are remembered (memory and `retention.ms` of "
+        "DELETES_TOPIC)",
+    ),
+    Option(
+        "RECONCILE_INTERVAL_SECONDS",
+        "0",
+        "seconds between reconciliations that find deleted ids by listing every id (0: off); "
+        "a default plus per-resource overrides: `0,users=3600`",
+    ),
 )
 OPTION_NAMES = frozenset(o.env for o in SETTINGS)
 _BY_ENV = {o.env: o for o in SETTINGS}
@@ -304,6 +343,44 @@ def _message_bytes(value: Any) -> MessageBytesLimits:
     )
 
 
+@dataclass(frozen=True)
+class ReconcileIntervals:
+    """`RECONCILE_INTERVAL_SECONDS`: a default plus per-resource overrides (0: off)."""
+
+    default: float = 0.0
+    overrides: Mapping[str, float] = field(default_factory=dict)
+
+    def for_resource(self, resource: str) -> float:
+        return self.overrides.get(resource, self.default)
+
+
+def _seconds(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{what} must be a number of seconds") from None
+    if not (value == 0 or 1 <= value <= 30 * 86_400):
+        raise ValueError(f"{what} must be 0 (off) or between 1 and 2592000 seconds")
+    return value
+
+
+def _intervals(value: Any) -> ReconcileIntervals:
+    if isinstance(value, ReconcileIntervals):
+        return value
+    default = 0.0
+    overrides: dict[str, float] = {}
+    for item in (part.strip() for part in str(value).split(",")):
+        name, sep, number = item.partition("=")
+        if not sep:
+            default = _seconds(item, "the default")
+            continue
+        name = name.strip()
+        if name not in RESOURCES:
+            raise ValueError(f"names unknown resource {name!r}; choose from {RESOURCES}")
+        overrides[name] = _seconds(number.strip(), name)
+    return ReconcileIntervals(default, overrides)
+
+
 def _field(env: str, **kw: Any) -> Any:
     return Field(alias=env, **kw)
 
@@ -358,6 +435,16 @@ class _Model(BaseModel):
         "LIVENESS_STALL_SECONDS"
     )
     heartbeat_topic: OptionalTopic = _field("HEARTBEAT_TOPIC", default="")
+    webhook_port: Annotated[int, AfterValidator(_between(0, 65_535))] = _field("WEBHOOK_PORT")
+    webhook_secret: str | None = _field("ASKELEPHANT_WEBHOOK_SECRET", default=None)
+    webhook_realtime: bool = _field("WEBHOOK_REALTIME")
+    deletes_topic: OptionalTopic = _field("DELETES_TOPIC", default="")
+    deletes_retention_days: Annotated[float, AfterValidator(_between(0.01, 3650))] = _field(
+        "DELETES_RETENTION_DAYS"
+    )
+    reconcile_interval: Annotated[ReconcileIntervals, BeforeValidator(_intervals)] = _field(
+        "RECONCILE_INTERVAL_SECONDS"
+    )
     delivery: Literal["at-least-once", "exactly-once"] = _field("DELIVERY")
     batch_pages: Annotated[int, AfterValidator(_between(1, 100_000))] = _field("BATCH_PAGES")
     batch_seconds: Annotated[float, AfterValidator(_between(0.1, 3_600))] = _field("BATCH_SECONDS")
@@ -429,6 +516,13 @@ class Settings:
     backfill_slices: int = 1
     heartbeat_topic: str | None = None
     """None: heartbeats are off."""
+    webhook_port: int = 0
+    """0: no webhook receiver."""
+    webhook_secrets: tuple[Secret, ...] = ()
+    webhook_realtime: bool = False
+    deletes_topic: str = "askelephant.deletes"
+    deletes_retention_days: float = 7.0
+    reconcile_interval: ReconcileIntervals = field(default_factory=ReconcileIntervals)
     ignored_kafka_variables: tuple[str, ...] = ()
     """`KAFKA_*` variables that are not librdkafka properties (names only)."""
     api_max_requests_per_second: float = 10.0
@@ -437,6 +531,13 @@ class Settings:
 
     def topic_for(self, resource: str) -> str:
         return f"{self.topic_prefix}{resource}"
+
+    @property
+    def deletes_enabled(self) -> bool:
+        """The receiver or reconciliation can delete: the deletes topic is used."""
+        return bool(self.webhook_port) or any(
+            self.reconcile_interval.for_resource(r) > 0 for r in self.resources
+        )
 
     def max_message_bytes_for(self, resource: str) -> int:
         """`MAX_MESSAGE_BYTES` for `resource`: its override, else the default."""
@@ -598,6 +699,14 @@ def load_settings(
             raise ConfigError(f"ASKELEPHANT_API_KEY / ASKELEPHANT_ACCESS_TOKEN: {exc}") from None
         credentials = None  # commands that call the API use require_credentials()
 
+    secrets = tuple(Secret(p.strip()) for p in (model.webhook_secret or "").split(",") if p.strip())
+    for secret in secrets:  # each one alone must be redacted too
+        register_secret(secret.get_secret_value())
+    if model.webhook_port and not secrets:
+        raise ConfigError("WEBHOOK_PORT is set but ASKELEPHANT_WEBHOOK_SECRET is not")
+    if any(not s.get_secret_value().startswith("whsec_") for s in secrets):
+        raise ConfigError("ASKELEPHANT_WEBHOOK_SECRET: each secret must start with whsec_")
+
     kafka_properties, ignored = _kafka_properties(environ)
     return Settings(
         api_url=model.api_url,
@@ -631,6 +740,12 @@ def load_settings(
         batch_seconds=model.batch_seconds,
         backfill_slices=model.backfill_slices,
         heartbeat_topic=model.heartbeat_topic or None,
+        webhook_port=model.webhook_port,
+        webhook_secrets=secrets,
+        webhook_realtime=model.webhook_realtime,
+        deletes_topic=model.deletes_topic or f"{model.topic_prefix}deletes",
+        deletes_retention_days=model.deletes_retention_days,
+        reconcile_interval=model.reconcile_interval,
         ignored_kafka_variables=ignored,
         api_max_requests_per_second=model.api_max_requests_per_second,
         api_max_concurrent_requests=model.api_max_concurrent_requests,

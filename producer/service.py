@@ -21,6 +21,7 @@ from typing import Final, Literal
 from producer.observability.logging import log_run
 from producer.pipeline.build import EventBuilder, Rejection, RunContext
 from producer.pipeline.dead_letters import DeadLetter, Origin
+from producer.pipeline.deletes import DeleteGuard, NoDeletes
 from producer.pipeline.ports import (
     CheckpointReader,
     LaneFencedError,
@@ -104,6 +105,7 @@ class SyncService:
         backfill_slices: int = 1,
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
+        deletes: DeleteGuard | None = None,
     ) -> None:
         if dead_letter_policy not in DEAD_LETTER_POLICIES:
             raise ValueError(f"unknown dead-letter policy {dead_letter_policy!r}")
@@ -127,9 +129,15 @@ class SyncService:
         """Set when another instance took over (exactly-once): why this one stopped."""
         self.stop = stop or threading.Event()
         self.clock = clock
+        self.deletes: DeleteGuard = deletes or NoDeletes()
+        """Deleted ids a poll must not resurrect (producer/pipeline/deletes.py)."""
         self._running: dict[str, threading.Lock] = {r: threading.Lock() for r in self.resources}
         self._builders = {r: EventBuilder(r, producer_id) for r in self.resources}
         self.last_reports: dict[str, RunReport] = {}
+
+    def run_lock(self, resource: str) -> threading.Lock:
+        """Held by every run of `resource` (reconciliation takes it too: never side by side)."""
+        return self._running[resource]
 
     # ------------------------------------------------------------------ one run
 
@@ -386,9 +394,14 @@ class SyncService:
         for version in result.accepted:
             origin = Origin(page.request_id, version.page, version.position, page.raw_records)
             built = builder.build(version, origin, context)
-            rejection: Rejection | None = (
-                built if isinstance(built, Rejection) else sink.publish(built)
-            )
+            # check and publish under one lock: a delete cannot land between them
+            with self.deletes.holding():
+                if self.deletes.deleted_after(resource, version.record_id, version.instant):
+                    self._suppress(resource, version.record_id, version.updated_at)
+                    continue
+                rejection: Rejection | None = (
+                    built if isinstance(built, Rejection) else sink.publish(built)
+                )
             if rejection is not None:
                 self._reject(
                     resource,
@@ -407,6 +420,21 @@ class SyncService:
                     version.updated_at,
                     extra={"resource": resource, "record_id": version.record_id},
                 )
+
+    def _suppress(self, resource: str, record_id: str, updated_at: str) -> None:
+        """No resurrection: this version was read before the record's delete reached Kafka."""
+        self.observer.add_suppressed(resource)
+        log.info(
+            "%s %s (updated_at %s) was deleted since; this older version is not published",
+            resource,
+            record_id,
+            updated_at,
+            extra={
+                "event": "suppressed_after_delete",
+                "resource": resource,
+                "record_id": record_id,
+            },
+        )
 
     def _reject(
         self,

@@ -246,6 +246,12 @@ class KafkaSink:
         _transactional(functools.partial(lane.init_transactions, timeout_s), resource)
         self.lanes[resource] = lane
 
+    def begin_direct(self, resource: str, run_id: str) -> KafkaRunSink:
+        """A run sink on the shared idempotent producer, never a transactional lane: for the
+        webhook receiver and reconciliation, which must not open a second transaction on the
+        lane a sync run of the resource may be using. Their writes are visible at once."""
+        return KafkaRunSink(self, resource, run_id, self.producer)
+
     def begin(self, resource: str, run_id: str) -> KafkaRunSink:
         if self.exactly_once:
             return TransactionalRunSink(self, resource, run_id, self.lanes[resource])
@@ -323,6 +329,7 @@ class KafkaRunSink:
         self.target = sink.targets[resource]
         self._events = _Tally()
         self._letters = _Tally()
+        self._tombstones = _Tally()
         self._refused: list[Refusal] = []
         self._closed = False
         self._fenced: KafkaError | None = None
@@ -337,7 +344,7 @@ class KafkaRunSink:
 
     @property
     def unacknowledged(self) -> int:
-        return self._events.pending + self._letters.pending
+        return self._events.pending + self._letters.pending + self._tombstones.pending
 
     def publish(self, event: OutgoingEvent) -> Rejection | None:
         self._check_open()
@@ -372,6 +379,39 @@ class KafkaRunSink:
             if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 return _too_large(size, limit, self.target.topic)
             raise
+        return None
+
+    def delete(self, event: OutgoingEvent) -> Rejection | None:
+        """A delete (Debezium convention, docs/events.md): the `op = "d"` event, then a
+        tombstone (same key, null value) so compaction and key-value consumers drop the key.
+        Both go to one partition through one idempotent producer, so they stay in this order.
+
+        In exactly-once mode this is a `begin_direct` run sink (the shared producer, outside
+        the lanes): first the resource's lane is flushed, so every version it was handed
+        before this delete (the caller holds the delete guard) is appended before the delete."""
+        lane = self._sink.lanes.get(self.resource)
+        if lane is not None and lane is not self._producer:
+            lane.flush(DRAIN_TIMEOUT_S)
+        rejection = self.publish(event)
+        if rejection is not None:
+            return rejection
+        tally = self._tombstones
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            with tally.lock:
+                if err is None:
+                    tally.acked += 1
+                else:
+                    tally.errors.append(f"tombstone of {event.key} to {self.target.topic}: {err}")
+            if err is not None:
+                self._sink.observer.add_delivery_errors(self.resource)
+
+        with tally.lock:
+            tally.sent += 1
+        headers = [("event_id", str(event.value["event_id"]).encode())]
+        self._sink.produce(
+            self._producer, self.target.topic, event.key.encode(), None, headers, delivered
+        )
         return None
 
     def _on_event_delivery(
@@ -455,7 +495,7 @@ class KafkaRunSink:
                 )
         if self._fenced is not None:
             raise _fenced_error(self._fenced, self.resource)
-        errors = self._events.errors + self._letters.errors
+        errors = self._events.errors + self._letters.errors + self._tombstones.errors
         if errors:
             shown = "; ".join(errors[:3])
             raise DeliveryError(f"{len(errors)} message(s) not acknowledged: {shown}")

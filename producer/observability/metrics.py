@@ -66,6 +66,19 @@ Outcome = Literal["success", "failure", "interrupted"]
 StatusClass = Literal["2xx", "3xx", "4xx", "5xx", "error"]
 OUTCOMES: Final[tuple[str, ...]] = ("success", "failure", "interrupted")
 STATUS_CLASSES: Final[tuple[str, ...]] = ("2xx", "3xx", "4xx", "5xx", "error")
+WEBHOOK_OUTCOMES: Final[tuple[str, ...]] = (
+    "published",
+    "duplicate",
+    "ignored",
+    "suppressed",
+    "in_progress",
+    "bad_signature",
+    "malformed",
+    "error",
+)
+"""`webhook_deliveries_total{outcome}`: 2xx for the first four, 409 for in_progress (another
+copy is being handled), 4xx for bad_signature and malformed, 503 for error (Svix retries)."""
+DELETE_SOURCES: Final[tuple[str, ...]] = ("webhook", "reconcile")
 
 #: API request latency: 10 ms .. 60 s.
 API_LATENCY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -247,6 +260,32 @@ class ProducerMetrics:
         self.records_stale: Final = counter(
             "records_stale_total", "Records older than the checkpoint inside an asc traversal"
         )
+        self.records_suppressed: Final = counter(
+            "records_suppressed_total",
+            "Polled versions not published because the record was deleted since",
+        )
+        self.deletes_published: Final = counter(
+            "deletes_published_total",
+            "Deletes (op d event + tombstone) acknowledged by Kafka, by source",
+            ("resource", "source"),
+        )
+        self.webhook_deliveries: Final = Counter(
+            PREFIX + "webhook_deliveries_total",
+            "Webhook deliveries by outcome",
+            ("outcome",),
+            registry=reg,
+        )
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_deliveries.labels(outcome=outcome)
+        self.reconcile_runs: Final = counter(
+            "reconcile_runs_total", "Reconciliation runs by outcome", ("resource", "outcome")
+        )
+        self.reconcile_requests: Final = counter(
+            "reconcile_requests_total", "API pages requested by reconciliation"
+        )
+        self.reconcile_seconds: Final = counter(
+            "reconcile_seconds_total", "Seconds spent in reconciliation"
+        )
         self.runs: Final = counter("runs_total", "Sync runs by outcome", ("resource", "outcome"))
         self.run_duration_seconds: Final = Histogram(
             PREFIX + "run_duration_seconds",
@@ -305,6 +344,9 @@ class ProducerMetrics:
             self.records_published,
             self.records_deduplicated,
             self.records_stale,
+            self.records_suppressed,
+            self.reconcile_requests,
+            self.reconcile_seconds,
             self.run_duration_seconds,
             self.pages_fetched,
             self.api_request_duration_seconds,
@@ -319,6 +361,10 @@ class ProducerMetrics:
             self.runs.labels(resource=resource, outcome=outcome)
         for reason in DEAD_LETTER_REASONS:
             self.records_dead_lettered.labels(resource=resource, reason=reason)
+        for source in DELETE_SOURCES:
+            self.deletes_published.labels(resource=resource, source=source)
+        for outcome in OUTCOMES[:2]:
+            self.reconcile_runs.labels(resource=resource, outcome=outcome)
         for status_class in STATUS_CLASSES:
             self.api_requests.labels(resource=resource, status_class=status_class)
 
@@ -368,6 +414,21 @@ class ProducerMetrics:
 
     def add_stale(self, resource: str, n: int = 1) -> None:
         self._add(self.records_stale, resource, n)
+
+    def add_suppressed(self, resource: str, n: int = 1) -> None:
+        self._add(self.records_suppressed, resource, n)
+
+    def delete_published(self, resource: str, source: str) -> None:
+        self.deletes_published.labels(resource=resource, source=source).inc()
+
+    def webhook_delivery(self, outcome: str) -> None:
+        self.webhook_deliveries.labels(outcome=outcome).inc()
+
+    def reconciled(self, resource: str, outcome: str, requests: int, seconds: float) -> None:
+        self.reconcile_runs.labels(resource=resource, outcome=outcome).inc()
+        self._add(self.reconcile_requests, resource, requests)
+        if seconds > 0:
+            self.reconcile_seconds.labels(resource=resource).inc(seconds)
 
     def add_pages(self, resource: str, n: int = 1) -> None:
         self._add(self.pages_fetched, resource, n)

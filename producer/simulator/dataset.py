@@ -48,6 +48,8 @@ class _Corruption:
 
 Resource = str
 Order = Literal["asc", "desc"]
+ChangeListener = Callable[[str, str, dict[str, Any], int], None]
+"""(resource, action, rendered record, instant µs): see `Dataset.add_listener`."""
 SortKey = tuple[int, str]  # (updated_at in epoch µs, id): the keyset of the list order
 
 
@@ -327,7 +329,21 @@ class Dataset:
         self._rng = random.Random(seed)
         self._stores: dict[str, _Store] = {}
         self._last_us = 0
+        self._listeners: list[ChangeListener] = []
         self._generate()
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(resource, action, rendered_record, instant_us)`` after each change
+        (``created``, ``updated``, ``deleted``; the deleted record as it was), under the
+        dataset lock: a listener must only hand the change over (the webhook sender queues)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def _notify(self, resource: str, action: str, rec: StoredRecord, instant_us: int) -> None:
+        if self._listeners:
+            rendered = self._render(resource, rec)
+            for listener in self._listeners:
+                listener(resource, action, rendered, instant_us)
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -513,6 +529,7 @@ class Dataset:
                 ts = shared if shared is not None else self._next_us()
                 rec = self._new_record(resource, ts, ts)
                 self._insert(resource, rec)
+                self._notify(resource, "created", rec, ts)
                 out.append(rec.id)
             return out
 
@@ -531,6 +548,7 @@ class Dataset:
                 rec = store.records.get(rid)
                 if rec is None or rec.deleted_us is not None:
                     continue
+                self._notify(resource, "deleted", rec, now)
                 self._unindex(store, rec)
                 rec.deleted_us = now
                 out.append(rid)
@@ -582,6 +600,7 @@ class Dataset:
             rec.fields = self._changed_fields(resource, rec)
             rec.updated_us = ts
             bisect.insort(store.index, rec.key)
+            self._notify(resource, "updated", rec, ts)
         return list(ids)
 
     def _changed_fields(self, resource: str, rec: StoredRecord) -> dict[str, Any]:

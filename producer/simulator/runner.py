@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -33,6 +34,8 @@ def run_simulator(
     extra_fields: Mapping[str, Any] | None = None,
     churn_per_minute: float = 0.0,
     stop_event: threading.Event | None = None,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT (or until ``stop_event`` is set); returns exit code 0.
 
@@ -62,6 +65,8 @@ def run_simulator(
             now=now,
             extra_fields=extra_fields,
             churn_per_minute=churn_per_minute,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
         ) as sim:
             print(f"simulator listening on {sim.base_url}", flush=True)
             while not stop.wait(0.5):
@@ -99,6 +104,18 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         default=0.0,
         help="background record changes per minute (demo); 0 = static data",
     )
+    p.add_argument(
+        "--webhook-url",
+        default=os.environ.get("SIMULATOR_WEBHOOK_URL") or None,
+        help="send a signed webhook for every change to this URL, e.g. "
+        "http://localhost:8090/webhooks/askelephant (env SIMULATOR_WEBHOOK_URL)",
+    )
+    p.add_argument(
+        "--webhook-secret",
+        default=os.environ.get("SIMULATOR_WEBHOOK_SECRET") or None,
+        help="whsec_... signing secret of the webhooks (env SIMULATOR_WEBHOOK_SECRET, "
+        "preferred: a flag shows in the process list)",
+    )
     return p
 
 
@@ -122,4 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         now=from_us(parse_ts(args.now)) if args.now else None,
         extra_fields=extra,
         churn_per_minute=args.churn_per_minute,
+        webhook_url=args.webhook_url,
+        webhook_secret=args.webhook_secret,
     )

@@ -31,6 +31,7 @@ from producer.simulator.dataset import Dataset
 from producer.simulator.faults import FaultInjector
 from producer.simulator.listing import ProblemError, new_request_id
 from producer.simulator.responses import RequestHook, RequestInfo, problem_response
+from producer.simulator.webhooks import WebhookSender
 
 logger = logging.getLogger("producer.simulator")
 
@@ -166,7 +167,11 @@ class Simulator:
         now: datetime | None = None,
         extra_fields: Mapping[str, Any] | None = None,
         churn_per_minute: float = 0.0,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
+        """`webhook_url` + `webhook_secret` (`whsec_...`): send a signed webhook for every
+        change of a resource that has webhooks (producer/simulator/webhooks.py)."""
         if timestamp_precision not in PRECISIONS:
             raise ValueError(f"timestamp_precision must be one of {PRECISIONS}")
         self.host = host
@@ -191,6 +196,12 @@ class Simulator:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._churn_per_minute = churn_per_minute
+        self.webhooks: WebhookSender | None = None
+        if webhook_url:
+            if not webhook_secret:
+                raise ValueError("webhook_url needs webhook_secret")
+            self.webhooks = WebhookSender(webhook_url, webhook_secret)
+            self.dataset.add_listener(self.webhooks)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Simulator:
@@ -216,6 +227,8 @@ class Simulator:
             return
         self._server = self._thread = None
         self.app.churn.stop()
+        if self.webhooks is not None:
+            self.webhooks.close()
         server.shutdown()
         server.close_connections()
         server.server_close()

@@ -540,7 +540,7 @@ def test_metrics_port_is_configurable_everywhere(helm: Helm) -> None:
     rendered = helm.template(values=values)
     assert rendered.container["ports"][0]["containerPort"] == 9200
     assert rendered.config_env()["METRICS_PORT"] == "9200"
-    assert rendered.one("Service")["spec"]["ports"][0]["targetPort"] == "http"
+    assert rendered.one("Service", "-askelephant-kafka")["spec"]["ports"][0]["targetPort"] == "http"
 
 
 # --------------------------------------------------------------------------- monitoring
@@ -554,7 +554,7 @@ def test_service_monitor(helm: Helm) -> None:
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == "http"
     assert endpoint["path"] == "/metrics"
-    service = rendered.one("Service")
+    service = rendered.one("Service", "-askelephant-kafka")
     assert service["spec"]["ports"][0]["name"] == "http"
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()

@@ -78,6 +78,12 @@ class FakeRunSink:
         self.owner.published.append(event)
         return None
 
+    def delete(self, event: OutgoingEvent) -> Rejection | None:
+        rejection = self.publish(event)
+        if rejection is None:
+            self.owner.tombstones.append(event.key)
+        return rejection
+
     def dead_letter(self, letter: DeadLetter) -> None:
         if self.owner.dead_letters_fail:
             self.owner.dead_letter_attempts += 1
@@ -132,6 +138,7 @@ class FakeSink:
     marks: dict[str, Progress] = field(default_factory=dict)
     """Progress marks as stored (what `progress` reads)."""
     dead_letter_attempts: int = 0
+    tombstones: list[str] = field(default_factory=list)
 
     def begin(self, resource: str, run_id: str) -> FakeRunSink:
         run = FakeRunSink(resource, run_id, self)
@@ -168,6 +175,9 @@ class FakeObserver:
 
     def add_stale(self, resource: str, n: int = 1) -> None:
         self.counts["stale"] += n
+
+    def add_suppressed(self, resource: str, n: int = 1) -> None:
+        self.counts["suppressed"] += n
 
     def add_dead_lettered(self, resource: str, reason: str, n: int = 1) -> None:
         self.counts[f"dead_lettered:{reason}"] += n

@@ -14,9 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from producer.observability.metrics import (
     API_LATENCY_BUCKETS,
+    DELETE_SOURCES,
     OUTCOMES,
     RUN_DURATION_BUCKETS,
     STATUS_CLASSES,
+    WEBHOOK_OUTCOMES,
     ApiObserver,
     ProducerMetrics,
     parse_http_date,
@@ -54,6 +56,12 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     P + "kafka_delivery_errors_total": ("counter", ("resource",)),
     P + "kafka_queue_messages": ("gauge", ()),
     P + "checkpoint_commits_total": ("counter", ("resource",)),
+    P + "records_suppressed_total": ("counter", ("resource",)),
+    P + "deletes_published_total": ("counter", ("resource", "source")),
+    P + "webhook_deliveries_total": ("counter", ("outcome",)),
+    P + "reconcile_runs_total": ("counter", ("resource", "outcome")),
+    P + "reconcile_requests_total": ("counter", ("resource",)),
+    P + "reconcile_seconds_total": ("counter", ("resource",)),
 }
 
 
@@ -120,6 +128,12 @@ def test_every_label_set_precreated(metrics: ProducerMetrics) -> None:
         expected: set[tuple[tuple[str, str], ...]]
         if labels == ("resource",):
             expected = {(("resource", r),) for r in RESOURCES}
+        elif name.endswith("reconcile_runs_total"):  # never interrupted
+            expected = {(("outcome", o), ("resource", r)) for r in RESOURCES for o in OUTCOMES[:2]}
+        elif labels == ("resource", "source"):
+            expected = {(("resource", r), ("source", x)) for r in RESOURCES for x in DELETE_SOURCES}
+        elif labels == ("outcome",):
+            expected = {(("outcome", o),) for o in WEBHOOK_OUTCOMES}
         elif labels == ("resource", "outcome"):
             expected = {(("outcome", o), ("resource", r)) for r in RESOURCES for o in OUTCOMES}
         elif labels == ("resource", "reason"):

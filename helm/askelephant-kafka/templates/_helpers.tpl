@@ -131,6 +131,9 @@ all stop before anything is applied.
 {{- if not $v.schemaRegistry.url -}}
 {{- fail "\n\nschemaRegistry.url is required." -}}
 {{- end -}}
+{{- if and .Values.webhooks.enabled (not .Values.webhooks.secret) (not .Values.webhooks.existingSecret) -}}
+{{- fail "\n\nwebhooks.enabled needs the Svix signing secret: set webhooks.secret (whsec_...) or webhooks.existingSecret." -}}
+{{- end -}}
 {{- $s := $v.kafka.sasl -}}
 {{- $proto := upper (default "PLAINTEXT" $v.kafka.securityProtocol) -}}
 {{- if and $s.mechanism (not (has $proto (list "SASL_SSL" "SASL_PLAINTEXT"))) -}}
@@ -225,8 +228,14 @@ true
 {{- end -}}
 {{- end -}}
 
+{{- define "askelephant-kafka.chartSecret.webhook" -}}
+{{- if and .Values.webhooks.enabled .Values.webhooks.secret (not .Values.webhooks.existingSecret) -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{- define "askelephant-kafka.hasChartSecret" -}}
-{{- if or (include "askelephant-kafka.chartSecret.apiCredential" .) (include "askelephant-kafka.chartSecret.sasl" .) (include "askelephant-kafka.chartSecret.schemaRegistry" .) .Values.kafka.secretConfig -}}
+{{- if or (include "askelephant-kafka.chartSecret.apiCredential" .) (include "askelephant-kafka.chartSecret.sasl" .) (include "askelephant-kafka.chartSecret.schemaRegistry" .) (include "askelephant-kafka.chartSecret.webhook" .) .Values.kafka.secretConfig -}}
 true
 {{- end -}}
 {{- end -}}

@@ -1,0 +1,253 @@
+"""What one webhook delivery becomes: another source into the same pipeline.
+
+    body + Svix headers ─► Verifier ─► parse_delivery ─► (dedup by svix-id) ─► RunSink
+                                                             │
+                                                 DeleteStore (deletes topic, no resurrection)
+
+The answer to Svix is given only after Kafka acknowledged what the delivery produced, so a
+2xx always means "in Kafka" and anything else is retried by Svix:
+
+| outcome | status | when |
+|---|---|---|
+| published | 200 | a delete (op d + tombstone) or, with WEBHOOK_REALTIME, a c/u event is in Kafka |
+| duplicate | 200 | this svix-id was handled before (a replay publishes nothing) |
+| ignored | 200 | an event type we do not sync (transcript_timeline, a resource not in RESOURCES) |
+| suppressed | 200 | a created/updated version older than the record's known delete |
+| in_progress | 409 | another copy of this svix-id is being handled right now |
+| bad_signature | 401 | missing Svix headers, no secret matches, or a stale/future timestamp |
+| malformed | 400 | verified, but not an AskElephant envelope |
+| error | 503 | Kafka did not acknowledge; nothing is marked handled |
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from producer.events import RecordConformanceError
+from producer.pipeline.build import EventBuilder, OutgoingEvent, Rejection, RunContext
+from producer.pipeline.dead_letters import DeadLetter, Origin
+from producer.pipeline.deletes import build_delete_event, slim_delete
+from producer.pipeline.ports import RunSink, Sink
+from producer.sync.run import Unplaceable, Version, identify
+from producer.sync.timestamps import Micros
+from producer.webhooks.delivery import (
+    BadSignatureError,
+    Delivery,
+    MalformedDeliveryError,
+    Verifier,
+    parse_delivery,
+)
+
+log = logging.getLogger(__name__)
+
+
+class DeleteRecorder(Protocol):
+    """What the receiver needs of the deletes store (`producer.kafka.deletes.DeleteStore`)."""
+
+    def holding(self) -> AbstractContextManager[None]: ...
+
+    def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool: ...
+
+    def seen_delivery(self, delivery_id: str) -> bool: ...
+
+    def record_delivery(self, delivery_id: str) -> None: ...
+
+    def record_delete(
+        self, resource: str, record_id: str, deleted_at_us: Micros, via: str
+    ) -> None: ...
+
+
+class WebhookObserver(Protocol):
+    def webhook_delivery(self, outcome: str) -> None: ...
+
+    def delete_published(self, resource: str, source: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    outcome: str
+    message: str
+
+
+class _SuppressedError(Exception):
+    pass
+
+
+class WebhookReceiver:
+    def __init__(
+        self,
+        *,
+        verifier: Verifier,
+        sink: Sink,
+        deletes: DeleteRecorder,
+        observer: WebhookObserver,
+        producer_id: str,
+        resources: Collection[str],
+        topic_for: Callable[[str], str],
+        realtime: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.verifier = verifier
+        self.sink = sink
+        self.deletes = deletes
+        self.observer = observer
+        self.producer_id = producer_id
+        self.resources = frozenset(resources)
+        self.topic_for = topic_for
+        self.realtime = realtime
+        self.clock = clock
+        self._builders = {r: EventBuilder(r, producer_id) for r in self.resources}
+        self._inflight: set[str] = set()
+        self._inflight_lock = threading.Lock()
+
+    def handle(self, body: bytes, headers: Mapping[str, str]) -> Answer:
+        try:
+            delivery_id = self.verifier.verify(body, headers)
+        except BadSignatureError as exc:
+            return self._answer(401, "bad_signature", f"signature not verified: {exc}")
+        try:
+            delivery = parse_delivery(delivery_id, body)
+        except MalformedDeliveryError as exc:
+            return self._answer(400, "malformed", f"delivery {delivery_id}: {exc}")
+        wanted = delivery.action == "deleted" or self.realtime
+        if delivery.resource not in self.resources or not wanted:
+            return self._answer(200, "ignored", f"{delivery.event_type} is not synced")
+        with self._inflight_lock:
+            if delivery_id in self._inflight:
+                return self._answer(409, "in_progress", f"{delivery_id} is being handled")
+            if self.deletes.seen_delivery(delivery_id):
+                return self._answer(200, "duplicate", f"{delivery_id} was handled before")
+            self._inflight.add(delivery_id)
+        try:
+            outcome = self._apply(delivery, body)
+        except MalformedDeliveryError as exc:
+            return self._answer(400, "malformed", f"delivery {delivery_id}: {exc}")
+        except Exception as exc:  # Kafka or the deletes topic: Svix delivers it again
+            log.debug("webhook delivery %s failed", delivery_id, exc_info=True)
+            return self._answer(503, "error", f"{delivery_id}: {type(exc).__name__}: {exc}")
+        finally:
+            with self._inflight_lock:
+                self._inflight.discard(delivery_id)
+        return self._answer(200, outcome, f"{delivery.event_type} {delivery_id}")
+
+    def _answer(self, status: int, outcome: str, message: str) -> Answer:
+        self.observer.webhook_delivery(outcome)
+        level = logging.INFO if status < 300 else logging.WARNING
+        log.log(
+            level,
+            "webhook delivery %s (%d): %s",
+            outcome,
+            status,
+            message,
+            extra={"event": "webhook_delivery", "outcome": outcome, "status": status},
+        )
+        return Answer(status, outcome, message)
+
+    def _apply(self, delivery: Delivery, body: bytes) -> str:
+        resource = delivery.resource
+        assert resource is not None
+        run_id = f"webhook:{delivery.delivery_id}"
+        origin = Origin(delivery.delivery_id, 0, 0, [body])
+        sink = self.sink.begin(resource, run_id)
+        try:
+            if delivery.action == "deleted":
+                self._delete(sink, delivery, run_id, origin)
+            else:
+                self._change(sink, delivery, run_id, origin)
+            if sink.drain():
+                raise RuntimeError("Kafka refused an event as too large (check max.message.bytes)")
+            # Every message is acknowledged. No checkpoint to write: close the sink without one
+            # (commit would also clear the progress mark of the resource's sync run).
+            sink.abort()
+        except _SuppressedError:
+            sink.abort()
+            self.deletes.record_delivery(delivery.delivery_id)
+            return "suppressed"
+        except BaseException:
+            sink.abort()
+            raise
+        self.deletes.record_delivery(delivery.delivery_id)
+        if delivery.action == "deleted":
+            self.observer.delete_published(resource, "webhook")
+        return "published"
+
+    def _delete(self, sink: RunSink, delivery: Delivery, run_id: str, origin: Origin) -> None:
+        resource = delivery.resource
+        assert resource is not None
+        try:
+            event = build_delete_event(
+                resource,
+                delivery.object,
+                deleted_at_us=delivery.created_at_us,
+                run_id=run_id,
+                producer_id=self.producer_id,
+                api_version=delivery.api_version,
+                now_ms=int(self.clock() * 1000),
+            )
+        except RecordConformanceError as exc:
+            raise MalformedDeliveryError(str(exc)) from None
+        record_id = str(event["id"])
+        outgoing = OutgoingEvent(record_id, event, str(event["updated_at"]), origin)
+        # The delete is kept (memory and deletes topic) before its event goes out, under the
+        # lock the pollers check under: no older polled version can follow the tombstone.
+        with self.deletes.holding():
+            self.deletes.record_delete(resource, record_id, delivery.created_at_us, "webhook")
+            rejection = sink.delete(outgoing)
+            if rejection is not None:  # too large: the delete still goes out, with before={id}
+                rejection = sink.delete(slim_delete(outgoing)) or rejection
+        if rejection is not None:
+            self._dead_letter(sink, resource, run_id, rejection, origin, record_id, None)
+
+    def _change(self, sink: RunSink, delivery: Delivery, run_id: str, origin: Origin) -> None:
+        resource = delivery.resource
+        assert resource is not None
+        identity = identify(delivery.object)
+        if isinstance(identity, Unplaceable):
+            raise MalformedDeliveryError(identity.message)
+        version = Version(
+            delivery.object, identity.record_id, identity.updated_at, identity.instant
+        )
+        context = RunContext(run_id, False, delivery.api_version, int(self.clock() * 1000))
+        built = self._builders[resource].build(version, origin, context)
+        with self.deletes.holding():
+            if self.deletes.deleted_after(resource, version.record_id, version.instant):
+                raise _SuppressedError
+            rejection = built if isinstance(built, Rejection) else sink.publish(built)
+        if rejection is not None:
+            self._dead_letter(
+                sink, resource, run_id, rejection, origin, version.record_id, version.updated_at
+            )
+
+    def _dead_letter(
+        self,
+        sink: RunSink,
+        resource: str,
+        run_id: str,
+        rejection: Rejection,
+        origin: Origin,
+        record_id: str,
+        updated_at: str | None,
+    ) -> None:
+        """The delivery's body, as sent, goes to the dead-letter topic (like a polled record)."""
+        sink.dead_letter(
+            DeadLetter(
+                resource=resource,
+                reason=rejection.reason,
+                message=rejection.message,
+                value=origin.raw,
+                run_id=run_id,
+                producer_id=self.producer_id,
+                topic=self.topic_for(resource),
+                request_id=origin.request_id,
+                record_id=record_id,
+                updated_at=updated_at,
+                detail=rejection.detail,
+            )
+        )
