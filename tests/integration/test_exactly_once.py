@@ -248,9 +248,9 @@ def test_a_second_instance_fences_the_first(
 
     try:
         start(0)
-        wait_for(succeeded(0), 60, "the first instance's first run")
+        wait_for(succeeded(0), 120, "the first instance's first run")
         start(1)
-        wait_for(succeeded(1), 60, "the second instance's first run")
+        wait_for(succeeded(1), 120, "the second instance's first run")
         # The first instance learns it was fenced when it next writes: give it changes.
         deadline = time.monotonic() + 60
         while procs[0].poll() is None:
