@@ -16,16 +16,15 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import socket
-import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
+from producer.background_http import BackgroundHttpServer, BackgroundServer
 from producer.observability.health import HealthReport, HealthState
 
 __all__ = ["DEFAULT_PORT", "ObservabilityServer"]
@@ -35,15 +34,9 @@ DEFAULT_PORT: Final = 9108
 log = logging.getLogger(__name__)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(BackgroundServer):
     registry: CollectorRegistry
     health: HealthState
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -146,13 +139,17 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s - " + format, self.address_string(), *args)
 
 
-class ObservabilityServer:
+class ObservabilityServer(BackgroundHttpServer):
     """Serves ``registry`` and ``health`` on ``host:port`` (port 0 = any free port).
 
     ``start()`` binds and serves in a daemon thread (returns once the socket is
     bound, so :attr:`port` is known); ``stop()`` shuts down and closes the socket.
     Also usable as a context manager.
     """
+
+    handler = _Handler
+    server_class = _Server
+    thread_name = "observability-http"
 
     def __init__(
         self,
@@ -162,59 +159,11 @@ class ObservabilityServer:
         host: str = "0.0.0.0",
         port: int = DEFAULT_PORT,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.registry = registry
         self.health = health
-        self.host = host
-        self._requested_port = port
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def port(self) -> int:
-        """The bound port (after :meth:`start`), else the configured one."""
-        if self._server is not None:
-            return int(self._server.server_address[1])
-        return self._requested_port
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:9108`` (wildcard hosts shown as 127.0.0.1)."""
-        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-    def start(self) -> None:
-        if self._server is not None:
-            raise RuntimeError("observability server already started")
-        server_class = _Server6 if ":" in self.host else _Server
-        server = server_class((self.host, self._requested_port), _Handler)
+    def _configure(self, server: BackgroundServer) -> None:
+        assert isinstance(server, _Server)
         server.registry = self.registry
         server.health = self.health
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="observability-http",
-            daemon=True,
-        )
-        self._thread.start()
-        log.info("observability endpoints listening", extra={"url": self.url})
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop serving and close the socket (idempotent)."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout_s)
-
-    def __enter__(self) -> ObservabilityServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from producer.background_http import BackgroundHttpServer, BackgroundServer
 from producer.webhooks.receiver import Answer, WebhookReceiver
 
 log = logging.getLogger(__name__)
@@ -26,14 +25,8 @@ MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 """Larger bodies get 413 without being read (an engagement with a long description fits)."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(BackgroundServer):
     receiver: WebhookReceiver
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -80,58 +73,18 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s - " + format, self.address_string(), *args)
 
 
-class WebhookServer:
+class WebhookServer(BackgroundHttpServer):
     """Serves `receiver` on `host:port` (port 0: any free port) until `stop()`."""
 
+    handler = _Handler
+    server_class = _Server
+    thread_name = "webhook-http"
+    path = PATH
+
     def __init__(self, receiver: WebhookReceiver, *, host: str = "0.0.0.0", port: int) -> None:
+        super().__init__(host=host, port=port)
         self.receiver = receiver
-        self.host = host
-        self._requested_port = port
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def port(self) -> int:
-        if self._server is not None:
-            return int(self._server.server_address[1])
-        return self._requested_port
-
-    @property
-    def url(self) -> str:
-        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}{PATH}"
-
-    def start(self) -> None:
-        if self._server is not None:
-            raise RuntimeError("webhook server already started")
-        server_class = _Server6 if ":" in self.host else _Server
-        server = server_class((self.host, self._requested_port), _Handler)
+    def _configure(self, server: BackgroundServer) -> None:
+        assert isinstance(server, _Server)
         server.receiver = self.receiver
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="webhook-http",
-            daemon=True,
-        )
-        self._thread.start()
-        log.info("webhook receiver listening", extra={"url": self.url})
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout_s)
-
-    def __enter__(self) -> WebhookServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
