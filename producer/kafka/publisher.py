@@ -395,24 +395,30 @@ class KafkaRunSink:
         rejection = self.publish(event)
         if rejection is not None:
             return rejection
-        tally = self._tombstones
+        delivered = self._counted(
+            self._tombstones, f"tombstone of {event.key} to {self.target.topic}"
+        )
+        headers = [("event_id", str(event.value["event_id"]).encode())]
+        self._sink.produce(
+            self._producer, self.target.topic, event.key.encode(), None, headers, delivered
+        )
+        return None
+
+    def _counted(self, tally: _Tally, what: str) -> Callable[[KafkaError | None, Message], None]:
+        """Count one message as sent on `tally`; the callback counts its acknowledgement."""
+        with tally.lock:
+            tally.sent += 1
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             with tally.lock:
                 if err is None:
                     tally.acked += 1
                 else:
-                    tally.errors.append(f"tombstone of {event.key} to {self.target.topic}: {err}")
+                    tally.errors.append(f"{what}: {err}")
             if err is not None:
                 self._sink.observer.add_delivery_errors(self.resource)
 
-        with tally.lock:
-            tally.sent += 1
-        headers = [("event_id", str(event.value["event_id"]).encode())]
-        self._sink.produce(
-            self._producer, self.target.topic, event.key.encode(), None, headers, delivered
-        )
-        return None
+        return delivered
 
     def _on_event_delivery(
         self, event: OutgoingEvent, size: int
@@ -452,18 +458,7 @@ class KafkaRunSink:
                 "drop it"
             )
         tally = self._letters
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            with tally.lock:
-                if err is None:
-                    tally.acked += 1
-                else:
-                    tally.errors.append(f"dead letter to {target.topic}: {err}")
-            if err is not None:
-                self._sink.observer.add_delivery_errors(self.resource)
-
-        with tally.lock:
-            tally.sent += 1
+        delivered = self._counted(tally, f"dead letter to {target.topic}")
         try:
             self._sink.produce(
                 self._producer, target.topic, letter.key, letter.value, headers, delivered
