@@ -15,8 +15,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
+from producer.kafka import TIMEOUT_S
+
 log = logging.getLogger(__name__)
-TIMEOUT_S = 30.0
 
 
 class TopicConfigError(RuntimeError):

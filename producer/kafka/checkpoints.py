@@ -27,7 +27,6 @@ from producer.sync.checkpoint import Checkpoint, CheckpointFormatError
 from producer.sync.progress import PROGRESS_SUFFIX, Progress
 
 log = logging.getLogger(__name__)
-TIMEOUT_S = 30.0
 
 
 class CheckpointStoreError(RuntimeError):

@@ -23,12 +23,12 @@ from typing import Final
 
 from confluent_kafka import KafkaError, Producer
 
+from producer.kafka import TIMEOUT_S
 from producer.kafka.reader import scan_to_end
 from producer.pipeline.deletes import DeleteIndex
 from producer.sync.timestamps import Micros, format_instant
 
 log = logging.getLogger(__name__)
-TIMEOUT_S: Final = 30.0
 DAY_US: Final = 86_400 * 1_000_000
 
 

@@ -17,7 +17,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-TIMEOUT_S = 30.0
+from producer.kafka import TIMEOUT_S
+
 KafkaConfig = Mapping[str, str | int | float | bool]
 
 

@@ -34,6 +34,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import IO, Any, Final, Literal
 
+from producer.api.auth import REDACTED
+
 __all__ = [
     "JsonFormatter",
     "LibrdkafkaLogRouter",
@@ -50,7 +52,8 @@ __all__ = [
 
 LogFormat = Literal["auto", "json", "text"]
 
-MASK: Final = "***"
+MASK: Final = REDACTED
+"""The one redaction mask (`producer.api.auth.REDACTED`), in logs and in error messages."""
 
 #: Patterns that are always masked, whether or not the secret was registered.
 _SECRET_PATTERNS: Final = (

@@ -35,13 +35,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Final, Literal, Protocol
+from typing import Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from producer import __version__
+from producer.api.errors import status_class as _status_class
+from producer.api.observer import ApiObserver
+from producer.api.retry import parse_http_date
 from producer.pipeline.dead_letters import REASONS as DEAD_LETTER_REASONS
 
 __all__ = [
@@ -101,42 +103,11 @@ RUN_DURATION_BUCKETS: Final = (
 )
 
 
-class ApiObserver(Protocol):
-    """What the API client reports to (implemented by :class:`ProducerMetrics`)."""
-
-    def on_request(self, resource: str, status_class: str, duration_s: float) -> None: ...
-
-    def on_retry(self, resource: str, reason: str, wait_s: float, is_rate_limit: bool) -> None: ...
-
-
 def status_class_of(status_code: int | None) -> StatusClass:
-    """Map an HTTP status code to its ``status_class`` label (``None`` -> ``"error"``,
-    i.e. no response: connection error, timeout, ...)."""
-    if status_code is None:
-        return "error"
-    if 200 <= status_code < 300:
-        return "2xx"
-    if 300 <= status_code < 400:
-        return "3xx"
-    if 400 <= status_code < 500:
-        return "4xx"
-    if 500 <= status_code < 600:
-        return "5xx"
-    return "error"
-
-
-def parse_http_date(value: str | None) -> datetime | None:
-    """Parse an HTTP ``Date`` header (RFC 9110 IMF-fixdate or obsolete forms) into an
-    aware UTC datetime; ``None`` when absent or unparsable."""
-    if not value:
-        return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if parsed.tzinfo is None:  # "-0000" means UTC for HTTP dates
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    """The ``status_class`` label of an HTTP status (``None``: no response -> ``"error"``);
+    the API client's own definition (`producer.api.errors.status_class`)."""
+    label = _status_class(status_code)
+    return label if label in STATUS_CLASSES else "error"  # type: ignore[return-value]
 
 
 def _epoch(value: datetime) -> float:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from producer.observability.logging import (
+    MASK,
     JsonFormatter,
     LibrdkafkaLogRouter,
     RedactingFilter,
@@ -136,16 +137,16 @@ def test_httpx_request_lines_silenced_unless_debug() -> None:
 
 
 def test_redact_patterns_and_registered_secrets() -> None:
-    assert redact(f"key {API_KEY} used") == "key *** used"
-    assert redact(f"Authorization: Bearer {TOKEN}") == "Authorization: ***"
+    assert redact(f"key {API_KEY} used") == f"key {MASK} used"
+    assert redact(f"Authorization: Bearer {TOKEN}") == f"Authorization: {MASK}"
     assert redact("nothing here") == "nothing here"
     register_secret(BASIC)
     register_secret("")
     register_secret(None)
-    assert redact(f"basic {BASIC}!") == "basic ***!"
+    assert redact(f"basic {BASIC}!") == f"basic {MASK}!"
     assert redact_value({"a": [BASIC, 1, None], "b": (API_KEY,)}) == {
-        "a": ["***", 1, None],
-        "b": ["***"],
+        "a": [MASK, 1, None],
+        "b": [MASK],
     }
 
 
@@ -175,9 +176,9 @@ def test_secrets_never_logged(fmt: str) -> None:
     output = out.getvalue()
     for secret in (API_KEY, TOKEN, BASIC, "s3cr3t", "pa55word", "payload.sig"):
         assert secret not in output, secret
-    assert "***" in output
+    assert f"{MASK}" in output
     assert "fine" in output
-    assert "ConnectionError: 401 using ***" in output
+    assert f"ConnectionError: 401 using {MASK}" in output
     if fmt == "json":
         assert len(json_lines(out)) == 5
 
@@ -225,7 +226,7 @@ def test_log_run_one_line() -> None:
     assert ok["checkpoint_after"] == {"updated_at": "2024-05-01T12:05:00Z", "ids": ["c1"]}
     assert "error" not in ok
     assert failed["level"] == "ERROR"
-    assert failed["error"] == "RuntimeError: auth ***"
+    assert failed["error"] == f"RuntimeError: auth {MASK}"
     assert failed["checkpoint_before"] is None
 
 

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from producer.observability.health import HealthState, default_liveness_timeout
-from producer.observability.logging import _clear_secrets, register_secret
+from producer.observability.logging import MASK, _clear_secrets, register_secret
 from producer.observability.metrics import ProducerMetrics
 from producer.observability.server import DEFAULT_PORT, ObservabilityServer
 
@@ -117,7 +117,7 @@ def test_readiness_check_raising_is_failed_and_redacted(health: HealthState) -> 
     health.add_check("schema_registry", broken)
     result = health.readiness().checks["schema_registry"]
     assert not result.ok
-    assert result.detail == "ConnectionError: auth failed for ***"
+    assert result.detail == f"ConnectionError: auth failed for {MASK}"
 
 
 def test_readiness_hung_check_times_out_and_is_not_restarted(
@@ -233,7 +233,7 @@ def test_readyz_details_never_leak_registered_secrets(
     finally:
         _clear_secrets()
     assert "hunter2" not in resp.text
-    assert resp.json()["checks"]["schema_registry"]["detail"] == "401 for ***"
+    assert resp.json()["checks"]["schema_registry"]["detail"] == f"401 for {MASK}"
 
 
 def test_unknown_path_404_and_bad_method_405(client: httpx.Client) -> None:
