@@ -16,7 +16,7 @@ import httpx
 from producer.app import open_checkpoint_store
 from producer.config import load_settings
 from producer.simulator.server import Simulator
-from tests.support.processes import free_port, metrics_text, start_run, wait_for
+from tests.support.processes import free_port, start_run, successful_runs, wait_for
 
 
 def test_run_serves_health_and_stops_within_10s_on_sigterm(
@@ -41,15 +41,7 @@ def test_run_serves_health_and_stops_within_10s_on_sigterm(
         )
         try:
             url = f"http://127.0.0.1:{port}"
-
-            def tags_synced() -> bool:
-                try:
-                    text = httpx.get(f"{url}/metrics", timeout=2).text
-                except httpx.HTTPError:
-                    return False
-                return 'runs_total{outcome="success",resource="tags"} 1.0' in text
-
-            wait_for(tags_synced, 60, "the first run of tags")
+            wait_for(lambda: successful_runs(port, "tags") >= 1, 60, "the first run of tags")
             assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
             ready = httpx.get(f"{url}/readyz", timeout=5).json()
             assert ready["checks"]["kafka"]["ok"]
@@ -104,7 +96,7 @@ def test_sigterm_with_a_12s_page_in_flight_stops_within_10s(
     proc = start_run(env, log_path)
     try:
         wait_for(
-            lambda: 'runs_total{outcome="success",resource="tags"} 1.0' in metrics_text(port),
+            lambda: successful_runs(port, "tags") >= 1,
             60,
             "the first run of tags",
         )
@@ -177,7 +169,7 @@ def test_sigterm_with_the_broker_down_stops_within_10s(
         proc = start_run(env, log_path)
         try:
             wait_for(
-                lambda: 'runs_total{outcome="success",resource="tags"} 1.0' in metrics_text(port),
+                lambda: successful_runs(port, "tags") >= 1,
                 90,
                 "the first run of tags",
             )

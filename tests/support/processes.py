@@ -54,3 +54,15 @@ def metrics_text(port: int) -> str:
         return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
     except httpx.HTTPError:
         return ""
+
+
+def successful_runs(port: int, resource: str) -> float:
+    """`runs_total{outcome="success"}` of `resource` as scraped now (0 when not reachable).
+
+    Compared with `>=`: runs of a quiet resource take milliseconds, so a scrape may never
+    see one exact count."""
+    prefix = f'askelephant_producer_runs_total{{outcome="success",resource="{resource}"}} '
+    for line in metrics_text(port).splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    return 0.0
