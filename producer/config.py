@@ -158,8 +158,9 @@ SETTINGS: tuple[Option, ...] = (
     ),
     Option(
         "BATCH_PAGES",
-        "10",
-        "pages per progress mark (and per transaction in exactly-once mode)",
+        "1000",
+        "at most this many pages per progress mark (and per transaction in exactly-once "
+        "mode); at full speed BATCH_SECONDS comes first",
     ),
     Option(
         "BATCH_SECONDS",

@@ -100,7 +100,7 @@ class SyncService:
         producer_id: str,
         dead_letter_policy: DeadLetterPolicy = "dead-letter",
         poll_interval_s: float = 60.0,
-        batch_pages: int = 10,
+        batch_pages: int = 1000,
         batch_seconds: float = 10.0,
         backfill_slices: int = 1,
         stop: threading.Event | None = None,
