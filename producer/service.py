@@ -42,7 +42,7 @@ from producer.sync.run import (
     TraversalError,
     identify,
 )
-from producer.sync.slices import plan_windows
+from producer.sync.slices import WINDOWS_PER_SLICE, plan_windows
 from producer.sync.timestamps import from_micros, to_micros
 
 log = logging.getLogger(__name__)
@@ -309,30 +309,43 @@ class SyncService:
         clock = probe.server_date or datetime.fromtimestamp(self.clock(), UTC)
         cap = to_micros(clock) - CLOCK_MARGIN_US
         started_at = to_micros(datetime.fromtimestamp(self.clock(), UTC))
+        # More windows than workers, handed out as workers free up: even time windows hold
+        # very different numbers of records (most records are recent), and a worker that
+        # finished a thin window takes the next one instead of idling (docs/performance.md).
         windows = [
             SyncRun(resource, None, started_at=started_at, window=window)
-            for window in plan_windows(earliest, cap, self.backfill_slices)
+            for window in plan_windows(earliest, cap, self.backfill_slices * WINDOWS_PER_SLICE)
         ]
+        queue = iter(windows)
+        queue_lock = threading.Lock()
         failures: list[BaseException] = []
 
+        def next_window() -> SyncRun | None:
+            with queue_lock:
+                return next(queue, None)
+
         def traverse(window: SyncRun) -> None:
+            for page in self.source_for(resource).pages(window.filter_gte, window.filter_lt):
+                if self.stop.is_set() or failures:
+                    raise RunInterruptedError
+                self._take_page(window, run_id, sink, page)
+                self.liveness.progress(resource)
+                if progress is not None:
+                    progress(resource, window.stats, sink.acked)
+                if window.done:
+                    return
+            raise TraversalError(f"{resource}: a window ended before has_more was false")
+
+        def work() -> None:
             try:
-                for page in self.source_for(resource).pages(window.filter_gte, window.filter_lt):
-                    if self.stop.is_set() or failures:
-                        raise RunInterruptedError
-                    self._take_page(window, run_id, sink, page)
-                    self.liveness.progress(resource)
-                    if progress is not None:
-                        progress(resource, window.stats, sink.acked)
-                    if window.done:
-                        return
-                raise TraversalError(f"{resource}: a window ended before has_more was false")
+                while (window := next_window()) is not None:
+                    traverse(window)
             except BaseException as exc:  # handed to the run's thread below
                 failures.append(exc)
 
         threads = [
-            threading.Thread(target=traverse, args=(w,), name=f"{resource}-window-{n}")
-            for n, w in enumerate(windows)
+            threading.Thread(target=work, name=f"{resource}-slice-{n}")
+            for n in range(min(self.backfill_slices, len(windows)))
         ]
         for thread in threads:
             thread.start()

@@ -6,15 +6,19 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from producer.pipeline.dead_letters import TOO_LARGE
+from producer.pipeline.ports import SourcePage
 from producer.service import SyncService
 from producer.sync.checkpoint import Checkpoint
 from producer.sync.run import INVALID_UPDATED_AT, MISSING_ID, MISSING_UPDATED_AT, NOT_AN_OBJECT
+from producer.sync.slices import WINDOWS_PER_SLICE
+from producer.sync.timestamps import instant_micros
 from tests.support.fakes import FakeLiveness, FakeObserver, FakeSink, ListSource, page
 
 NOW = 1_900_000_000.0  # 2030: after every record below
@@ -324,3 +328,59 @@ def test_a_mark_of_another_starting_point_is_ignored() -> None:
     report = svc.sync_once("contacts")
     assert report.resumed_from is None
     assert source.filters == [sink.runs[0].committed[0].filter_value]  # type: ignore[union-attr]
+
+
+class WindowedSource:
+    """Honours `gte`/`lt` (three records a page); counts the traversals open at once."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = sorted(records, key=lambda r: (instant_micros(r["updated_at"]), r["id"]))
+        self.windows: list[tuple[str | None, str | None]] = []
+        self.open = self.most_open = 0
+        self.lock = threading.Lock()
+
+    def pages(self, filter_gte: str | None, filter_lt: str | None = None) -> Iterator[SourcePage]:
+        with self.lock:
+            self.windows.append((filter_gte, filter_lt))
+            self.open += 1
+            self.most_open = max(self.most_open, self.open)
+        try:
+            low = instant_micros(filter_gte) if filter_gte else None
+            high = instant_micros(filter_lt) if filter_lt else None
+            chosen = [
+                r
+                for r in self.records
+                if (low is None or instant_micros(r["updated_at"]) >= low)
+                and (high is None or instant_micros(r["updated_at"]) < high)
+            ]
+            for start in range(0, max(len(chosen), 1), 3):
+                time.sleep(0.002)  # let the workers overlap
+                more = start + 3 < len(chosen)
+                yield page(
+                    chosen[start : start + 3],
+                    has_more=more,
+                    next_cursor=f"o{start + 3}" if more else None,
+                    server_date=datetime.fromtimestamp(NOW, UTC),
+                )
+        finally:
+            with self.lock:
+                self.open -= 1
+
+
+def test_a_sliced_export_hands_more_windows_than_workers_out_and_publishes_each_once() -> None:
+    # skewed like real data: a few old records, most of them in the last hours
+    old = [rec(i, f"2026-01-{1 + i:02d}T00:00:00Z") for i in range(4)]
+    recent = [rec(i, f"2026-03-01T{(i % 24):02d}:{i % 60:02d}:00Z") for i in range(4, 60)]
+    source = WindowedSource([*old, *recent])
+    sink = FakeSink()
+    svc, _, _ = service(ListSource([]), sink)
+    svc.source_for = lambda _r: source
+    svc.backfill_slices = 2
+    report = svc.sync_once("contacts")
+    assert report.outcome == "success", report.error
+    assert sorted(e.key for e in sink.published) == sorted(r["id"] for r in source.records)
+    windows = [w for w in source.windows if w != (None, None)]  # the probe page aside
+    assert len(windows) == 2 * WINDOWS_PER_SLICE
+    assert source.most_open <= 2  # workers, not windows, bound the concurrency
+    newest = max(source.records, key=lambda r: instant_micros(r["updated_at"]))
+    assert sink.checkpoints["contacts"].updated_at == newest["updated_at"]
