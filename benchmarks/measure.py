@@ -85,10 +85,16 @@ def producer(args: argparse.Namespace) -> None:
     }
     app = build_app(load_settings(env), stop=threading.Event())
     reports: list[Any] = []
+    # (when, records fetched so far by the whole traversal): a sliced export reports each
+    # window's own stats, so the windows' latest counts are added up
     progress: dict[str, list[tuple[float, int]]] = {r: [] for r in app.settings.resources}
+    per_window: dict[str, dict[int, int]] = {r: {} for r in app.settings.resources}
+    lock = threading.Lock()
 
     def on_page(resource: str, stats: Any, _acked: int) -> None:
-        progress[resource].append((time.perf_counter(), stats.fetched))
+        with lock:
+            per_window[resource][id(stats)] = stats.fetched
+            progress[resource].append((time.perf_counter(), sum(per_window[resource].values())))
 
     try:
 
@@ -107,7 +113,8 @@ def producer(args: argparse.Namespace) -> None:
 
         result = _timed(run) if not args.profile else _profiled(run)
         # steady state of the traversals, first page to last: without the run's fixed costs
-        # (reading the checkpoint before it, draining and committing after it)
+        # (reading the checkpoint before it, draining and committing after it; for a sliced
+        # export also its probe page)
         result["traversal_records_per_s"] = sum(
             (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
             for marks in progress.values()
