@@ -354,6 +354,7 @@ class KafkaRunSink:
         self._producer = producer
         self.resource = resource
         self.run_id = run_id
+        self._run_id_header = ("run_id", run_id.encode())
         self.target = sink.targets[resource]
         self._events = _Tally()
         self._letters = _Tally()
@@ -382,11 +383,10 @@ class KafkaRunSink:
             # conform() should make this impossible; never stall the resource on it
             return Rejection(SCHEMA_MISMATCH, f"Avro serialization failed: {exc}")
         key = event.key.encode()
-        headers = [
-            ("event_id", str(event.value["event_id"]).encode()),
-            ("run_id", self.run_id.encode()),
-        ]
-        size = len(payload) + len(key) + sum(len(n) + len(v) for n, v in headers)
+        event_id = str(event.value["event_id"]).encode()
+        headers = [("event_id", event_id), self._run_id_header]
+        size = len(payload) + len(key) + len("event_id") + len(event_id) + len("run_id")
+        size += len(self._run_id_header[1])
         limit = self.target.max_message_bytes
         if size > limit - RECORD_OVERHEAD_BYTES:
             return _too_large(size, limit, self.target.topic)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -101,7 +101,7 @@ class DeleteGuard(Protocol):
         than the delete: publishing it would resurrect the record)."""
         ...
 
-    def holding(self) -> AbstractContextManager[None]:
+    def holding(self) -> AbstractContextManager[Any]:
         """A context manager: the check and the publish it guards happen under it, so a
         delete cannot slip between them."""
         ...
@@ -131,10 +131,8 @@ class DeleteIndex:
         with self._lock:
             return len(self._deleted)
 
-    @contextmanager
-    def holding(self) -> Iterator[None]:
-        with self._lock:
-            yield
+    def holding(self) -> AbstractContextManager[Any]:
+        return self._lock  # the lock itself: taken once per published record
 
     def note_deleted(
         self, resource: str, record_id: str, deleted_at_us: Micros, noted_at_us: Micros
@@ -179,12 +177,15 @@ class DeleteIndex:
             return len(old) + len(stale)
 
 
+_NOTHING_HELD: Final = nullcontext()
+"""Reusable (no state): no generator per published record."""
+
+
 class NoDeletes:
     """The guard when nothing can delete (no receiver, no reconciliation)."""
 
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool:
         return False
 
-    @contextmanager
-    def holding(self) -> Iterator[None]:
-        yield
+    def holding(self) -> AbstractContextManager[None]:
+        return _NOTHING_HELD
