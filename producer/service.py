@@ -310,13 +310,15 @@ class SyncService:
         cap = to_micros(clock) - CLOCK_MARGIN_US
         started_at = to_micros(datetime.fromtimestamp(self.clock(), UTC))
         # More windows than workers, handed out as workers free up: even time windows hold
-        # very different numbers of records (most records are recent), and a worker that
-        # finished a thin window takes the next one instead of idling (docs/performance.md).
+        # very different numbers of records, and a worker that finished a thin window takes
+        # the next one instead of idling. Newest first: records crowd at recent instants, so
+        # the fullest windows start first and the thin old ones fill the gaps at the end
+        # (longest first; measured in docs/performance.md).
         windows = [
             SyncRun(resource, None, started_at=started_at, window=window)
             for window in plan_windows(earliest, cap, self.backfill_slices * WINDOWS_PER_SLICE)
         ]
-        queue = iter(windows)
+        queue = iter(windows[::-1])
         queue_lock = threading.Lock()
         failures: list[BaseException] = []
 
