@@ -170,8 +170,8 @@ SETTINGS: tuple[Option, ...] = (
     Option(
         "BACKFILL_SLICES",
         "1",
-        "a first export (no checkpoint) is cut into this many `updated_at` windows traversed "
-        "side by side (1: one traversal)",
+        "a first export (no checkpoint) is traversed by this many workers side by side, over "
+        "4 `updated_at` windows each (1: one traversal)",
     ),
     Option(
         "HEARTBEAT_TOPIC",
