@@ -203,3 +203,10 @@ def test_invalid_pipeline_options_name_their_variable(name: str, value: str, say
     with pytest.raises(ConfigError, match=name) as info:
         load_settings(env(**{name: value}))
     assert says in str(info.value)
+
+
+def test_slicing_needs_at_least_once_delivery() -> None:
+    with pytest.raises(ConfigError, match="BACKFILL_SLICES > 1 needs DELIVERY=at-least-once"):
+        load_settings(env(DELIVERY="exactly-once", BACKFILL_SLICES="4"))
+    assert load_settings(env(DELIVERY="exactly-once")).backfill_slices == 1
+    assert load_settings(env(BACKFILL_SLICES="4")).backfill_slices == 4
