@@ -239,15 +239,14 @@ class SyncService:
     def _dead_letter_refusals(self, resource: str, sink: RunSink, run_id: str) -> None:
         """Wait until Kafka answered for every event so far; dead-letter what it refused."""
         for refusal in sink.drain():
-            event = refusal.event
             self._reject(
                 resource,
                 sink,
                 run_id,
                 refusal.rejection,
-                event.origin,
-                event.key,
-                event.updated_at,
+                refusal.origin,
+                refusal.key,
+                refusal.updated_at,
             )
 
     def _finish(self, report: RunReport, started: float) -> None:

@@ -451,6 +451,10 @@ class KafkaRunSink:
     def _on_event_delivery(
         self, event: OutgoingEvent, size: int
     ) -> Callable[[KafkaError | None, Message], None]:
+        # Keep what a dead letter needs, not the event: this closure lives as long as the
+        # message is in flight (up to a full producer queue of them, docs/performance.md).
+        key, updated_at, origin = event.key, event.updated_at, event.origin
+
         def delivered(err: KafkaError | None, msg: Message) -> None:
             tally = self._events
             if err is None:
@@ -463,10 +467,10 @@ class KafkaRunSink:
                 rejection = _too_large(size, self.target.max_message_bytes, self.target.topic)
                 with tally.lock:
                     tally.sent -= 1
-                    self._refused.append(Refusal(event, rejection))
+                    self._refused.append(Refusal(key, updated_at, origin, rejection))
                 return
             with tally.lock:
-                tally.errors.append(f"{msg.topic()}[{msg.partition()}] key={event.key}: {err}")
+                tally.errors.append(f"{msg.topic()}[{msg.partition()}] key={key}: {err}")
                 if _is_fenced(err):
                     self._fenced = err
             self._sink.observer.add_delivery_errors(self.resource)

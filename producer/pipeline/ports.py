@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from producer.pipeline.build import OutgoingEvent, Rejection
-from producer.pipeline.dead_letters import DeadLetter, RawRecords
+from producer.pipeline.dead_letters import DeadLetter, Origin, RawRecords
 from producer.sync.checkpoint import Checkpoint
 from producer.sync.progress import Progress
 
@@ -46,10 +46,18 @@ class Source(Protocol):
 
 @dataclass(frozen=True)
 class Refusal:
-    """An event Kafka refused for a reason that a dead letter can hold (too large)."""
+    """An event Kafka refused for a reason that a dead letter can hold (too large): what its
+    dead letter needs, not the event itself (a sink keeps this for every message in flight,
+    and the event dicts of a full producer queue would be most of the process's memory)."""
 
-    event: OutgoingEvent
+    key: str
+    updated_at: str
+    origin: Origin
     rejection: Rejection
+
+    @classmethod
+    def of(cls, event: OutgoingEvent, rejection: Rejection) -> Refusal:
+        return cls(event.key, event.updated_at, event.origin, rejection)
 
 
 class LaneFencedError(RuntimeError):

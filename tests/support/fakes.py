@@ -71,7 +71,7 @@ class FakeRunSink:
             return Rejection(TOO_LARGE, "too large", {"size": "999", "limit": "100"})
         if event.key in self.owner.refused_by_broker:
             self.owner.pending_refusals.append(
-                Refusal(event, Rejection(TOO_LARGE, "refused", {"size": "9", "limit": "1"}))
+                Refusal.of(event, Rejection(TOO_LARGE, "refused", {"size": "9", "limit": "1"}))
             )
             return None
         self.events.append(event)
