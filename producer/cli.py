@@ -339,9 +339,15 @@ def cmd_checkpoints(settings: Settings, *, as_json: bool) -> int:
     for resource, bad in sorted(store.corrupt_keys.items()):
         print(f"{resource}: {bad.error()}")
     for resource, mark in sorted(store.all_progress().items()):
+        done = sum(w.done for w in mark.windows)
+        where = (
+            f"{done} of {len(mark.windows)} windows done"
+            if mark.mark is None
+            else mark.mark.updated_at
+        )
         print(
             f"{resource}: run {mark.run_id} in progress (or interrupted) at "
-            f"{mark.mark.updated_at} after {mark.pages} page(s), written {mark.written_at}; "
+            f"{where} after {mark.pages} page(s), written {mark.written_at}; "
             "the next run resumes there"
             + ("" if mark.applies_to(checkpoints.get(resource)) else " (stale: ignored)")
         )

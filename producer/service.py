@@ -42,8 +42,14 @@ from producer.sync.run import (
     TraversalError,
     identify,
 )
-from producer.sync.slices import WINDOWS_PER_SLICE, plan_windows
-from producer.sync.timestamps import from_micros, to_micros
+from producer.sync.slices import (
+    WINDOWS_PER_SLICE,
+    Window,
+    plan_windows,
+    restore_windows,
+    window_progress,
+)
+from producer.sync.timestamps import Micros, from_micros, to_micros
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +174,19 @@ class SyncService:
         # An interrupted run left a progress mark: resume there (same dedup), not from the
         # committed checkpoint; a mark of another starting point (reset meanwhile) is stale.
         resume = mark if mark is not None and mark.applies_to(previous) else None
+        resumed_at = None
         if resume is not None:
+            done = sum(w.done for w in resume.windows)
+            resumed_at = (
+                resume.mark.updated_at
+                if resume.mark is not None
+                else f"{done} of {len(resume.windows)} windows done"
+            )
             log.info(
                 "%s resumes run %s from its progress mark %s (%d pages were done)",
                 resource,
                 resume.run_id,
-                resume.mark.updated_at,
+                resumed_at,
                 resume.pages,
                 extra={"event": "run_resumed", "resource": resource},
             )
@@ -187,10 +200,13 @@ class SyncService:
         before = previous.updated_at if previous else None
         report = RunReport(resource, run_id, "failure", run.stats, 0, before, before, 0.0)
         report.snapshot = run.snapshot
-        report.resumed_from = resume.mark.updated_at if resume is not None else None
+        report.resumed_from = resumed_at
+        sliced_resume = resume is not None and bool(resume.windows)
         try:
-            if run.snapshot and resume is None and self.backfill_slices > 1:
-                run = self._traverse_sliced(run, run_id, sink, progress)
+            if sliced_resume or (run.snapshot and resume is None and self.backfill_slices > 1):
+                run = self._traverse_sliced(
+                    run, run_id, sink, progress, resume if sliced_resume else None
+                )
                 report.stats = run.stats
             else:
                 self._traverse(run, run_id, sink, progress, previous)
@@ -285,56 +301,67 @@ class SyncService:
             raise TraversalError(f"{run.resource}: the source ended before has_more was false")
 
     def _traverse_sliced(
-        self, run: SyncRun, run_id: str, sink: RunSink, progress: ProgressFn | None
+        self,
+        run: SyncRun,
+        run_id: str,
+        sink: RunSink,
+        progress: ProgressFn | None,
+        resume: Progress | None,
     ) -> SyncRun:
-        """A bulk export cut into `backfill_slices` windows of `updated_at`, traversed side by
-        side (producer/sync/slices.py); returns the windows merged into one finished run.
+        """A bulk export cut into windows of `updated_at` that `backfill_slices` workers
+        traverse side by side (producer/sync/slices.py); returns the windows merged into one
+        finished run. `resume`: the progress mark of an interrupted sliced export.
 
-        The windows share the run's sink and the process's API rate budget. No progress marks:
-        an interrupted sliced export starts again (with the same event ids)."""
+        The windows share the run's sink and the process's API rate budget. Pages are taken
+        one at a time (fetching stays concurrent), so a progress mark, written between two
+        pages every batch, sees every window at a page boundary with nothing else in flight."""
         resource = run.resource
-        source = self.source_for(resource)
-        probe = next(iter(source.pages(None)), None)  # the earliest record, and the API's clock
-        if probe is None or not probe.records:
-            self._traverse(run, run_id, sink, progress, None)
-            return run
-        earliest = min(
-            (x.instant for x in map(identify, probe.records) if isinstance(x, Identity)),
-            default=None,
-        )
-        if earliest is None:
-            self._traverse(run, run_id, sink, progress, None)
-            return run
-        clock = probe.server_date or datetime.fromtimestamp(self.clock(), UTC)
-        cap = to_micros(clock) - CLOCK_MARGIN_US
         started_at = to_micros(datetime.fromtimestamp(self.clock(), UTC))
+        if resume is not None:
+            windows = restore_windows(resource, resume.windows, started_at=started_at)
+        else:
+            planned = self._plan_windows(resource)
+            if planned is None:  # nothing to cut: one traversal
+                self._traverse(run, run_id, sink, progress, None)
+                return run
+            cap, bounds = planned
+            windows = [
+                SyncRun(resource, None, started_at=started_at, window=window, horizon=cap)
+                for window in bounds
+            ]
         # More windows than workers, handed out as workers free up: even time windows hold
         # very different numbers of records, and a worker that finished a thin window takes
         # the next one instead of idling. Newest first: records crowd at recent instants, so
         # the fullest windows start first and the thin old ones fill the gaps at the end
         # (longest first; measured in docs/performance.md).
-        windows = [
-            SyncRun(resource, None, started_at=started_at, window=window)
-            for window in plan_windows(earliest, cap, self.backfill_slices * WINDOWS_PER_SLICE)
-        ]
-        queue = iter(windows[::-1])
-        queue_lock = threading.Lock()
+        queue = iter([w for w in windows if not w.done][::-1])
+        gate = threading.Lock()
+        """Held to take a page, or to write a mark: one page of one window at a time."""
+        batch = {"started": time.monotonic(), "pages": 0}
         failures: list[BaseException] = []
 
         def next_window() -> SyncRun | None:
-            with queue_lock:
+            with gate:
                 return next(queue, None)
 
         def traverse(window: SyncRun) -> None:
             for page in self.source_for(resource).pages(window.filter_gte, window.filter_lt):
                 if self.stop.is_set() or failures:
                     raise RunInterruptedError
-                self._take_page(window, run_id, sink, page)
-                self.liveness.progress(resource)
-                if progress is not None:
-                    progress(resource, window.stats, sink.acked)
-                if window.done:
-                    return
+                with gate:
+                    self._take_page(window, run_id, sink, page)
+                    self.liveness.progress(resource)
+                    if progress is not None:
+                        progress(resource, window.stats, sink.acked)
+                    batch["pages"] += 1
+                    if (
+                        batch["pages"] >= self.batch_pages
+                        or time.monotonic() - batch["started"] >= self.batch_seconds
+                    ):
+                        self._mark_windows(windows, run_id, sink)
+                        batch.update(started=time.monotonic(), pages=0)
+                    if window.done:
+                        return
             raise TraversalError(f"{resource}: a window ended before has_more was false")
 
         def work() -> None:
@@ -346,7 +373,7 @@ class SyncService:
 
         threads = [
             threading.Thread(target=work, name=f"{resource}-slice-{n}")
-            for n in range(min(self.backfill_slices, len(windows)))
+            for n in range(min(max(self.backfill_slices, 1), len(windows)))
         ]
         for thread in threads:
             thread.start()
@@ -363,6 +390,41 @@ class SyncService:
             extra={"event": "sliced_export", "resource": resource, "windows": len(windows)},
         )
         return SyncRun.merged(windows)
+
+    def _plan_windows(self, resource: str) -> tuple[Micros, list[Window]] | None:
+        """The run-start cap and windows of a new sliced export, from a probe page (the
+        earliest record and the API's clock); None when there is nothing to cut."""
+        probe = next(iter(self.source_for(resource).pages(None)), None)
+        if probe is None or not probe.records:
+            return None
+        earliest = min(
+            (x.instant for x in map(identify, probe.records) if isinstance(x, Identity)),
+            default=None,
+        )
+        if earliest is None:
+            return None
+        clock = probe.server_date or datetime.fromtimestamp(self.clock(), UTC)
+        cap = to_micros(clock) - CLOCK_MARGIN_US
+        return cap, plan_windows(earliest, cap, self.backfill_slices * WINDOWS_PER_SLICE)
+
+    def _mark_windows(self, windows: list[SyncRun], run_id: str, sink: RunSink) -> None:
+        """A progress mark of a sliced export (the caller holds the page gate): every event so
+        far acknowledged (refusals dead-lettered), then every window's resume point."""
+        resource = windows[0].resource
+        self._dead_letter_refusals(resource, sink, run_id)
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        sink.mark_progress(
+            Progress(
+                resource=resource,
+                mark=None,
+                snapshot=True,
+                based_on=None,  # a first export: no committed checkpoint to start from
+                run_id=run_id,
+                pages=sum(w.stats.pages for w in windows),
+                written_at=now,
+                windows=window_progress(windows, run_id=run_id, written_at=now),
+            )
+        )
 
     def _mark_progress(
         self, run: SyncRun, run_id: str, sink: RunSink, committed: Checkpoint | None

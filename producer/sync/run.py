@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -168,8 +168,11 @@ class SyncRun:
         resume_from: Checkpoint | None = None,
         snapshot: bool | None = None,
         window: tuple[str, str | None] | None = None,
+        horizon: Micros | None = None,
     ) -> None:
-        """`started_at`: the producer's clock at the run start, the cap when no `Date` comes."""
+        """`started_at`: the producer's clock at the run start, the cap when no `Date` comes.
+        `horizon`: the run-start cap, when it is known before the first page: the windows of
+        one sliced export share the export's (producer/sync/slices.py)."""
         if checkpoint is not None and checkpoint.resource != resource:
             raise ValueError(f"checkpoint of {checkpoint.resource!r} used for {resource!r}")
         if resume_from is not None:
@@ -197,9 +200,9 @@ class SyncRun:
         self._floor: Micros | None = None
         self._newest: tuple[Micros, str] | None = None
         self._started_at = started_at
-        self._horizon: Micros | None = None
+        self._horizon: Micros | None = horizon
         """The API's clock when the run started, less the margin: the checkpoint never goes
-        past it. Set by the first page."""
+        past it. Set by the first page (unless given)."""
 
     @property
     def snapshot(self) -> bool:
@@ -250,15 +253,23 @@ class SyncRun:
             if not window.done:
                 raise TraversalError(f"{window.resource}: a window has not finished")
             for instant, ids in window._seen.items():
-                if instant not in whole._seen:
-                    whole._seen[instant] = set()
-                    heapq.heappush(whole._seen_instants, instant)
-                whole._seen[instant].update(ids)
+                whole._remember(instant, ids)
             whole._rejected_seen |= window._rejected_seen
-            if window._newest is not None and (
-                whole._newest is None or window._newest[0] > whole._newest[0]
-            ):
-                whole._newest = window._newest
+            newest = window._newest
+            mark = window.previous if window._resumed else None
+            if mark is not None and mark.instant is not None:
+                # resumed from its progress mark (producer/sync/slices.py): what the window
+                # published before the restart is in the mark, not in `_seen`
+                whole._remember(mark.instant, mark.boundary_ids)
+                for record_id, instant in mark.ahead:
+                    whole._remember(instant, (record_id,))
+                whole._rejected_seen |= mark.rejected
+                before = max((mark.instant, *(t for _, t in mark.ahead)))
+                if newest is None or before > newest[0]:
+                    text = mark.updated_at if before == mark.instant else None
+                    newest = (before, text or format_instant(before))
+            if newest is not None and (whole._newest is None or newest[0] > whole._newest[0]):
+                whole._newest = newest
             if window._horizon is not None:
                 whole._horizon = (
                     window._horizon
@@ -269,6 +280,28 @@ class SyncRun:
                 setattr(whole.stats, name, getattr(whole.stats, name) + getattr(window.stats, name))
         whole.done = True
         return whole
+
+    def _remember(self, instant: Micros, ids: Iterable[str]) -> None:
+        known = self._seen.get(instant)
+        if known is None:
+            known = self._seen[instant] = set()
+            heapq.heappush(self._seen_instants, instant)
+        known.update(ids)
+
+    @property
+    def resumed_from(self) -> Checkpoint | None:
+        """The progress mark this run resumed from, if any."""
+        return self.previous if self._resumed else None
+
+    def finish_restored(self) -> None:
+        """A window that had finished before a restart (producer/sync/slices.py): done; its
+        mark (`resume_from`) is what it adds to `merged`."""
+        self.done = True
+
+    @property
+    def window(self) -> tuple[str, str | None] | None:
+        """`(gte, lt)` of this window of a time-sliced export (None: not a window)."""
+        return self._window
 
     def accept_page(
         self,

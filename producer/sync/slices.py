@@ -6,12 +6,25 @@ A first export is one keyset traversal per resource, bound by the API's latency.
 whatever is updated while the export runs (behind its cursor or not: the run-start cap covers
 that, as for one traversal). Each window has its own cursor and `SyncRun`; the checkpoint is
 computed from all of them together (`SyncRun.merged`) once every window has finished.
+
+All windows share one run-start cap, the export's (the probe page's clock less the margin),
+set before their first page: a window that starts later must not get a later cap of its own,
+or it would forget versions (bounded memory forgets below min(newest, cap)) that the export's
+checkpoint, capped at the earliest cap, still needs.
+
+Progress marks of a sliced export hold every window (`window_progress`); a restarted export
+resumes each window from its own mark (`restore_windows`): finished windows are not traversed
+again, and no window publishes what its mark covers (exactly once in exactly-once mode).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
+from producer.sync.checkpoint import DEFAULT_MAX_BOUNDARY_IDS
+from producer.sync.progress import WindowProgress
+from producer.sync.run import SyncRun
 from producer.sync.timestamps import Micros, format_instant
 
 Window = tuple[str, str | None]
@@ -31,3 +44,49 @@ def plan_windows(earliest: Micros, cap: Micros, slices: int) -> list[Window]:
     bounds = [earliest + span * i // count for i in range(count)]
     texts = [format_instant(b) for b in bounds]
     return [(texts[i], texts[i + 1] if i + 1 < count else None) for i in range(count)]
+
+
+def window_progress(
+    windows: Sequence[SyncRun], *, run_id: str, written_at: str
+) -> tuple[WindowProgress, ...]:
+    """Every window's progress, for a progress mark of the export (taken when every event of
+    every window so far was acknowledged; `restore_windows` reads it back)."""
+    marks = []
+    for window in windows:
+        assert window.window is not None
+        gte, lt = window.window
+        mark = window.progress_mark(run_id=run_id, completed_at=written_at, published=0)
+        if mark is None and window.resumed_from is not None:
+            mark = window.resumed_from  # resumed, nothing new since: the old mark stands
+        marks.append(WindowProgress(gte, lt, mark, window.done, window.horizon))
+    return tuple(marks)
+
+
+def restore_windows(
+    resource: str,
+    progress: Sequence[WindowProgress],
+    *,
+    started_at: Micros,
+    max_boundary_ids: int = DEFAULT_MAX_BOUNDARY_IDS,
+) -> list[SyncRun]:
+    """The windows of an interrupted sliced export, from its progress mark: a finished window
+    stays finished (its mark is what it contributes to the checkpoint), a started one resumes
+    from its mark (`gte` the mark, the mark's dedup state), an untouched one starts over."""
+    windows = []
+    for saved in progress:
+        mark = saved.mark
+        gte = saved.gte if mark is None or mark.filter_value is None else mark.filter_value
+        window = SyncRun(
+            resource,
+            None,
+            started_at=started_at,
+            max_boundary_ids=max_boundary_ids,
+            resume_from=mark,
+            snapshot=True,
+            window=(gte, saved.lt),
+            horizon=saved.horizon,
+        )
+        if saved.done:
+            window.finish_restored()
+        windows.append(window)
+    return windows

@@ -333,8 +333,9 @@ def test_a_mark_of_another_starting_point_is_ignored() -> None:
 class WindowedSource:
     """Honours `gte`/`lt` (three records a page); counts the traversals open at once."""
 
-    def __init__(self, records: list[dict[str, Any]]) -> None:
+    def __init__(self, records: list[dict[str, Any]], server_date: float = NOW) -> None:
         self.records = sorted(records, key=lambda r: (instant_micros(r["updated_at"]), r["id"]))
+        self.server_date = datetime.fromtimestamp(server_date, UTC)
         self.windows: list[tuple[str | None, str | None]] = []
         self.open = self.most_open = 0
         self.lock = threading.Lock()
@@ -360,7 +361,7 @@ class WindowedSource:
                     chosen[start : start + 3],
                     has_more=more,
                     next_cursor=f"o{start + 3}" if more else None,
-                    server_date=datetime.fromtimestamp(NOW, UTC),
+                    server_date=self.server_date,
                 )
         finally:
             with self.lock:
@@ -384,3 +385,59 @@ def test_a_sliced_export_hands_more_windows_than_workers_out_and_publishes_each_
     assert source.most_open <= 2  # workers, not windows, bound the concurrency
     newest = max(source.records, key=lambda r: instant_micros(r["updated_at"]))
     assert sink.checkpoints["contacts"].updated_at == newest["updated_at"]
+
+
+class FailingOnce(WindowedSource):
+    """Fails the traversal that asks for its `fail_at`-th page overall, once."""
+
+    def __init__(self, records: list[dict[str, Any]], server_date: float, fail_at: int) -> None:
+        super().__init__(records, server_date)
+        self.fail_at, self.served = fail_at, 0
+
+    def pages(self, filter_gte: str | None, filter_lt: str | None = None) -> Iterator[SourcePage]:
+        for served in super().pages(filter_gte, filter_lt):
+            with self.lock:
+                self.served += 1
+                failing = self.served == self.fail_at
+            if failing:
+                raise ConnectionError("the API went away")
+            yield served
+
+
+def test_an_interrupted_sliced_export_resumes_every_window_from_its_mark() -> None:
+    # a record a day from 2026-01-01, the API's clock the day after the last: 8 windows of
+    # some 8 records (3 pages) each; the 12th page fails
+    first_day = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    days = [datetime.fromtimestamp(first_day + i * 86_400, UTC) for i in range(60)]
+    records = [rec(i, day.strftime("%Y-%m-%dT%H:%M:%SZ")) for i, day in enumerate(days)]
+    source = FailingOnce(records, server_date=first_day + 61 * 86_400, fail_at=12)
+    sink = FakeSink()
+    svc, _, _ = service(ListSource([]), sink)
+    svc.source_for = lambda _r: source
+    svc.backfill_slices, svc.batch_pages = 2, 3
+    first = svc.sync_once("contacts")
+    assert first.outcome == "failure"
+    assert "the API went away" in (first.error or "")
+    mark = sink.marks["contacts"]
+    assert mark.mark is None and len(mark.windows) == 2 * WINDOWS_PER_SLICE
+    states = [(w.done, w.mark is not None) for w in mark.windows]
+    assert (True, True) in states and (False, True) in states and (False, False) in states
+    asked_before = len(source.windows)
+
+    second = svc.sync_once("contacts")
+    assert second.outcome == "success", second.error
+    assert second.resumed_from == f"{sum(w.done for w in mark.windows)} of 8 windows done"
+    # no probe and no finished window asked for again; a started one resumes at its mark
+    again = source.windows[asked_before:]
+    assert (None, None) not in again
+    finished = {(w.gte, w.lt) for w in mark.windows if w.done}
+    assert not finished & set(again)
+    resumed = {(w.mark.filter_value, w.lt) for w in mark.windows if w.mark and not w.done}
+    assert resumed <= set(again)
+    # everything is in Kafka; what was published twice came after the last mark only
+    keys = [e.key for e in sink.published]
+    assert set(keys) == {r["id"] for r in source.records}
+    assert len(keys) - len(set(keys)) <= 3 * 3  # at most a batch: 3 pages of 3 records
+    newest = max(source.records, key=lambda r: instant_micros(r["updated_at"]))
+    assert sink.checkpoints["contacts"].updated_at == newest["updated_at"]
+    assert "contacts" not in sink.marks  # the completed export cleared its mark
