@@ -705,14 +705,6 @@ def load_settings(
         register_secret(secret.get_secret_value())
     if model.webhook_port and not secrets:
         raise ConfigError("WEBHOOK_PORT is set but ASKELEPHANT_WEBHOOK_SECRET is not")
-    if model.delivery == "exactly-once" and model.backfill_slices > 1:
-        # A sliced export writes no progress marks, so its transaction would span the whole
-        # export and the broker aborts it once it outlasts the transaction timeout (README).
-        raise ConfigError(
-            "BACKFILL_SLICES > 1 needs DELIVERY=at-least-once: a sliced first export writes "
-            "no progress marks, so in exactly-once mode it would be one transaction, which "
-            "the broker aborts once it outlasts the transaction timeout"
-        )
     if any(not s.get_secret_value().startswith("whsec_") for s in secrets):
         raise ConfigError("ASKELEPHANT_WEBHOOK_SECRET: each secret must start with whsec_")
 
