@@ -393,19 +393,25 @@ def build_app(
         stop=stop,
     )
 
+    clients_lock = threading.Lock()
+
     def source_for(resource: str) -> Source:
-        if resource not in clients:
-            clients[resource] = ApiClient(
-                credentials,
-                base_url=settings.api_url,
-                timeout_seconds=settings.http_timeout_seconds,
-                max_retry_wait_seconds=settings.max_retry_wait_seconds,
-                observer=metrics,
-                sleep=interruptible_sleep,
-                budget=budget,
-            )
+        # the windows of a resumed sliced export ask at once: one client (and one connection
+        # pool, closed by `App.close`) per resource, never a second one that nobody closes
+        with clients_lock:
+            if resource not in clients:
+                clients[resource] = ApiClient(
+                    credentials,
+                    base_url=settings.api_url,
+                    timeout_seconds=settings.http_timeout_seconds,
+                    max_retry_wait_seconds=settings.max_retry_wait_seconds,
+                    observer=metrics,
+                    sleep=interruptible_sleep,
+                    budget=budget,
+                )
+            client = clients[resource]
         # the next page is fetched while this one is built and produced (issue 11)
-        source = ApiSource(clients[resource], resource, settings.page_size)
+        source = ApiSource(client, resource, settings.page_size)
         return PrefetchingSource(source, stop=stop, name=f"prefetch-{resource}")
 
     deletes = open_deletes(settings, sink) if settings.deletes_enabled else None
