@@ -62,6 +62,9 @@ def source_versions(sim: Simulator) -> dict[str, int]:
 def test_crash_campaign(
     delivery: str, make_env: Callable[..., dict[str, str]], sim: Simulator, tmp_path: Path
 ) -> None:
+    """SIGKILLs at random moments, the API changing between and during runs: first during
+    the bulk export (no checkpoint yet), then, once it is committed, during incremental
+    runs. Read back with read_committed: nothing lost, and in exactly-once mode nothing twice."""
     rng = random.Random(f"campaign-{delivery}")
     sim.dataset.create("contacts", 450)  # 600 contacts: the bulk export takes 60 pages
     env = make_env(
@@ -72,21 +75,51 @@ def test_crash_campaign(
         LOG_FORMAT="json",
     )
     sim.faults.slow(40, resource="contacts")
-    kills = bulk_kills = attempts = 0
     log_path = tmp_path / "sync.log"
-    while kills < CRASHES and attempts < 3 * CRASHES:  # a process may finish before its kill
-        attempts += 1
-        committed = open_checkpoint_store(load_settings(env)).get("contacts")
-        proc = sync_process(env, log_path)
-        time.sleep(rng.uniform(0.3, 3.0))  # start-up, mid-run, or just after the commit
+    bulk_kills = incremental_kills = attempts = 0
+
+    def change_the_api() -> None:
         if rng.random() < 0.5:
             sim.dataset.mutate("contacts", rng.randint(1, 20), same_timestamp=rng.random() < 0.3)
         if rng.random() < 0.2:
             sim.dataset.create("contacts", rng.randint(1, 5))
+
+    def requests() -> int:
+        return int(sim.stats()["by_resource"].get("contacts", {}).get("requests", 0))
+
+    def exported() -> bool:
+        return open_checkpoint_store(load_settings(env)).get("contacts") is not None
+
+    # the bulk export: killed at start-up, mid-run, or just after a mark
+    while bulk_kills < CRASHES // 2 and not exported() and attempts < CRASHES:
+        attempts += 1
+        proc = sync_process(env, log_path)
+        time.sleep(rng.uniform(0.3, 3.0))
+        change_the_api()
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            kills += 1
-            bulk_kills += committed is None
+            bulk_kills += 1
+        proc.wait(timeout=30)
+    if not exported():  # finish the export
+        assert sync_process(env, log_path).wait(timeout=120) == 0, log_path.read_text()[-3000:]
+    assert exported()
+
+    # incremental runs with work to do, each killed once it has asked for its first page
+    while bulk_kills + incremental_kills < CRASHES and attempts < 4 * CRASHES:
+        attempts += 1
+        sim.dataset.mutate("contacts", rng.randint(20, 60), same_timestamp=rng.random() < 0.3)
+        before = requests()
+        proc = sync_process(env, log_path)
+
+        def started(proc: subprocess.Popen[bytes] = proc, before: int = before) -> bool:
+            return requests() > before or proc.poll() is not None
+
+        wait_for(started, 60, "a first request")
+        time.sleep(rng.uniform(0.0, 0.5))
+        change_the_api()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            incremental_kills += 1
         proc.wait(timeout=30)
     sim.faults.clear()
     for _ in range(2):  # quiet runs to the end
@@ -99,13 +132,16 @@ def test_crash_campaign(
     for record_id, instant in seen:
         latest[record_id] = max(instant, latest.get(record_id, instant))
     lost = {i: t for i, t in source_versions(sim).items() if latest.get(i) != t}
+    kills = bulk_kills + incremental_kills
     print(
-        f"\n{delivery}: {kills} SIGKILLs in {attempts} runs ({bulk_kills} during the bulk export), "
-        f"{len(seen)} events, {duplicates} duplicate versions "
-        f"({duplicates / max(kills, 1):.1f} per kill), {len(lost)} lost"
+        f"\n{delivery}: {kills} SIGKILLs in {attempts} runs ({bulk_kills} during the bulk "
+        f"export, {incremental_kills} during incremental runs), {len(seen)} events, "
+        f"{duplicates} duplicate versions ({duplicates / max(kills, 1):.1f} per kill), "
+        f"{len(lost)} lost"
     )
     assert kills == CRASHES
     assert bulk_kills >= 1
+    assert incremental_kills >= 1
     assert lost == {}
     if delivery == "exactly-once":
         assert duplicates == 0
