@@ -22,6 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from producer.app import App, open_checkpoint_store
 from producer.config import load_settings
+from producer.kafka.checkpoints import CheckpointStore
 from producer.simulator.server import Simulator
 from producer.sync.slices import WINDOWS_PER_SLICE
 from tests.integration.conftest import events_on
@@ -49,6 +50,23 @@ def versions(settings_env: dict[str, str]) -> list[tuple[str, int]]:
         value = event.value["updated_at_us"]
         out.append((event.key, to_micros(value) if not isinstance(value, int) else value))
     return out
+
+
+def contacts_requests(sim: Simulator) -> int:
+    return int(sim.stats()["by_resource"].get("contacts", {}).get("requests", 0))
+
+
+def kill_mid_export(env: dict[str, str], sim: Simulator, requests: int) -> CheckpointStore:
+    """`sync` SIGKILLed once it has made `requests` API requests (the simulator's faults are
+    cleared after it); the checkpoint store then, the export still uncommitted."""
+    proc = sync_process(env)
+    wait_for(lambda: contacts_requests(sim) >= requests, 60, f"{requests} requests")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    sim.faults.clear()
+    store = open_checkpoint_store(load_settings(env))
+    assert store.get("contacts") is None  # the export never committed
+    return store
 
 
 def source_versions(sim: Simulator) -> dict[str, int]:
@@ -84,9 +102,6 @@ def test_crash_campaign(
         if rng.random() < 0.2:
             sim.dataset.create("contacts", rng.randint(1, 5))
 
-    def requests() -> int:
-        return int(sim.stats()["by_resource"].get("contacts", {}).get("requests", 0))
-
     def exported() -> bool:
         return open_checkpoint_store(load_settings(env)).get("contacts") is not None
 
@@ -108,11 +123,11 @@ def test_crash_campaign(
     while bulk_kills + incremental_kills < CRASHES and attempts < 4 * CRASHES:
         attempts += 1
         sim.dataset.mutate("contacts", rng.randint(20, 60), same_timestamp=rng.random() < 0.3)
-        before = requests()
+        before = contacts_requests(sim)
         proc = sync_process(env, log_path)
 
         def started(proc: subprocess.Popen[bytes] = proc, before: int = before) -> bool:
-            return requests() > before or proc.poll() is not None
+            return contacts_requests(sim) > before or proc.poll() is not None
 
         wait_for(started, 60, "a first request")
         time.sleep(rng.uniform(0.0, 0.5))
@@ -156,18 +171,8 @@ def test_a_kill_near_the_end_of_a_bulk_export_resumes_from_the_last_mark(
     time.sleep(2.1)
     env = make_env(RESOURCES="contacts", PAGE_SIZE="10", BATCH_PAGES="3")
     sim.faults.slow(100, resource="contacts")
-    proc = sync_process(env)
-    wait_for(
-        lambda: sim.stats()["by_resource"].get("contacts", {}).get("requests", 0) >= 27,
-        60,
-        "27 of 30 pages",
-    )
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    killed_after = sim.stats()["by_resource"]["contacts"]["requests"]
-    sim.faults.clear()
-    store = open_checkpoint_store(load_settings(env))
-    assert store.get("contacts") is None  # the bulk export never committed
+    store = kill_mid_export(env, sim, 27)  # of 30 pages
+    killed_after = contacts_requests(sim)
     mark = store.progress("contacts")
     assert mark is not None
     assert mark.snapshot
@@ -209,17 +214,7 @@ def test_a_killed_sliced_export_resumes_every_window_exactly_once(
         DELIVERY="exactly-once",
     )
     sim.faults.slow(100, resource="contacts")
-    proc = sync_process(env)
-    wait_for(
-        lambda: sim.stats()["by_resource"].get("contacts", {}).get("requests", 0) >= 20,
-        60,
-        "20 requests",
-    )
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    sim.faults.clear()
-    store = open_checkpoint_store(load_settings(env))
-    assert store.get("contacts") is None  # the export never committed
+    store = kill_mid_export(env, sim, 20)
     mark = store.progress("contacts")
     assert mark is not None
     assert len(mark.windows) == 2 * WINDOWS_PER_SLICE
