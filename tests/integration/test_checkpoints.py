@@ -19,6 +19,7 @@ from producer.kafka.admin import TopicSpec, ensure_topics, topic_config
 from producer.kafka.publisher import new_producer
 from producer.simulator.server import Simulator
 from producer.sync.checkpoint import Checkpoint, CheckpointFormatError
+from producer.sync.progress import Progress, WindowProgress
 from tests.support.processes import cli
 
 
@@ -212,6 +213,32 @@ def test_read_only_checkpoints_command_creates_nothing(
     assert json.loads(as_json.stdout) == {}
     prefix = env["TOPIC_PREFIX"]
     assert not {t for t in topics(env) if t.startswith(prefix)}
+
+
+def test_the_checkpoints_command_shows_progress_marks(
+    make_env: Callable[..., dict[str, str]],
+) -> None:
+    """One traversal's mark shows where it resumes; a sliced export's, how many windows are
+    done (README "Resumable runs")."""
+    env = make_env()
+    store = open_checkpoint_store(load_settings(env))
+    mark = Checkpoint("contacts", "2026-03-01T00:00:00Z", run_id="r1")
+    common = {"snapshot": True, "based_on": None, "pages": 4, "written_at": "2026-03-01T00:01:00Z"}
+    store.write_progress(Progress(resource="contacts", mark=mark, run_id="r1", **common))
+    tags_mark = Checkpoint("tags", "2026-01-15T00:00:00Z", run_id="r2")
+    windows = (
+        WindowProgress("2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z", tags_mark, True, 1),
+        WindowProgress("2026-02-01T00:00:00Z", None, None, False, 1),
+    )
+    store.write_progress(
+        Progress(resource="tags", mark=None, run_id="r2", windows=windows, **common)
+    )
+    shown = cli(env, "checkpoints")
+    assert shown.returncode == 0, shown.stderr
+    assert "contacts: run r1 in progress (or interrupted) at 2026-03-01T00:00:00Z" in shown.stdout
+    assert "tags: run r2 in progress (or interrupted) at 1 of 2 windows done" in shown.stdout
+    as_json = json.loads(cli(env, "checkpoints", "--json").stdout)
+    assert len(as_json["tags"]["progress"]["windows"]) == 2
 
 
 # ------------------------------------------------------------------------ start-up
