@@ -96,11 +96,17 @@ def test_crash_campaign(
     log_path = tmp_path / "sync.log"
     bulk_kills = incremental_kills = attempts = 0
 
-    def change_the_api() -> None:
+    def change_the_api_then_kill(proc: subprocess.Popen[bytes]) -> int:
+        """The API changes under the run, then a SIGKILL if it still runs: 1 if it did."""
         if rng.random() < 0.5:
             sim.dataset.mutate("contacts", rng.randint(1, 20), same_timestamp=rng.random() < 0.3)
         if rng.random() < 0.2:
             sim.dataset.create("contacts", rng.randint(1, 5))
+        running = proc.poll() is None
+        if running:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        return int(running)
 
     def exported() -> bool:
         return open_checkpoint_store(load_settings(env)).get("contacts") is not None
@@ -110,11 +116,7 @@ def test_crash_campaign(
         attempts += 1
         proc = sync_process(env, log_path)
         time.sleep(rng.uniform(0.3, 3.0))
-        change_the_api()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            bulk_kills += 1
-        proc.wait(timeout=30)
+        bulk_kills += change_the_api_then_kill(proc)
     if not exported():  # finish the export
         assert sync_process(env, log_path).wait(timeout=120) == 0, log_path.read_text()[-3000:]
     assert exported()
@@ -131,11 +133,7 @@ def test_crash_campaign(
 
         wait_for(started, 60, "a first request")
         time.sleep(rng.uniform(0.0, 0.5))
-        change_the_api()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            incremental_kills += 1
-        proc.wait(timeout=30)
+        incremental_kills += change_the_api_then_kill(proc)
     sim.faults.clear()
     for _ in range(2):  # quiet runs to the end
         done = sync_process(env, log_path)
