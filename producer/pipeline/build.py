@@ -72,4 +72,10 @@ class EventBuilder:
             )
         except RecordConformanceError as exc:
             return Rejection(SCHEMA_MISMATCH, str(exc))
+        except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
+            # Record data the conformance checks did not foresee (a nesting deeper than the
+            # interpreter's stack, a number or date no type can hold): one record is
+            # rejected, the run goes on (issue 17, failure 7). A bug in our own code is one
+            # of these too, and dead letters make it visible instead of stalling the lane.
+            return Rejection(SCHEMA_MISMATCH, f"cannot build the event: {type(exc).__name__}: {exc}")
         return OutgoingEvent(version.record_id, event, version.updated_at, origin)

@@ -42,9 +42,12 @@ def parse_instant(text: str) -> datetime:
         parsed = datetime.fromisoformat(
             f"{match['date']}T{match['time']}.{frac}{'+00:00' if tz == 'Z' else tz}"
         )
-    except ValueError as exc:
+        # OverflowError: a valid local time whose UTC instant a datetime cannot hold
+        # (0001-01-01T00:00:00+14:00); record data, so it must reject the record like any
+        # other bad timestamp, never fail the run (issue 17, failure 7)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise InvalidTimestampError(f"invalid date-time {text!r}: {exc}") from None
-    return parsed.astimezone(UTC)
 
 
 def to_micros(moment: datetime) -> Micros:
