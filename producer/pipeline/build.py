@@ -77,5 +77,7 @@ class EventBuilder:
             # interpreter's stack, a number or date no type can hold): one record is
             # rejected, the run goes on (issue 17, failure 7). A bug in our own code is one
             # of these too, and dead letters make it visible instead of stalling the lane.
-            return Rejection(SCHEMA_MISMATCH, f"cannot build the event: {type(exc).__name__}: {exc}")
+            return Rejection(
+                SCHEMA_MISMATCH, f"cannot build the event: {type(exc).__name__}: {exc}"
+            )
         return OutgoingEvent(version.record_id, event, version.updated_at, origin)

@@ -12,7 +12,6 @@ from producer.sync.run import INVALID_UPDATED_AT
 from tests.support.fakes import FakeSink, ListSource, page
 from tests.unit.test_service import good, service
 
-
 # ------------------------------------------------------------------ 7: unrepresentable data
 
 OVERFLOWING = "0001-01-01T00:00:00+14:00"
