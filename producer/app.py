@@ -432,6 +432,7 @@ def build_app(
         backfill_slices=settings.backfill_slices,
         stop=stop,
         deletes=deletes,
+        liveness_stall_s=settings.liveness_stall_seconds,
     )
     health.add_check("api", service.api_health)
     app = App(settings, service, sink, store, metrics, health, stop, clients, deletes)

@@ -26,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from producer.api import Credentials, Secret
 from producer.api.errors import ApiConfigError
+from producer.api.retry import RetryPolicy
 from producer.observability.logging import librdkafka_logger, register_secret
 from producer.schemas import RESOURCES
 
@@ -146,9 +147,10 @@ SETTINGS: tuple[Option, ...] = (
     ),
     Option(
         "LIVENESS_STALL_SECONDS",
-        "600",
-        "/healthz fails when a sync worker made no progress for this long (keep it above "
-        "HTTP_TIMEOUT_SECONDS + MAX_RETRY_WAIT_SECONDS)",
+        "900",
+        "/healthz fails when a sync worker made no progress for this long (must exceed "
+        "HTTP_TIMEOUT_SECONDS; keep it above 10 x HTTP_TIMEOUT_SECONDS + MAX_RETRY_WAIT_SECONDS, "
+        "one page's worst case)",
     ),
     Option(
         "DELIVERY",
@@ -510,7 +512,7 @@ class Settings:
         default_factory=lambda: MessageBytesLimits(2_097_152)
     )
     dead_letter_max_message_bytes: int = 16_777_216
-    liveness_stall_seconds: float = 600.0
+    liveness_stall_seconds: float = 900.0
     delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
     batch_pages: int = 10
     batch_seconds: float = 10.0
@@ -653,6 +655,12 @@ def _kafka_properties(environ: Mapping[str, str]) -> tuple[dict[str, str], tuple
 # ---------------------------------------------------------------------------- loading
 
 
+def worst_page_seconds(http_timeout_s: float, max_retry_wait_s: float) -> float:
+    """The longest one page can take: every attempt times out, and the retries wait their
+    whole budget (producer/api/retry.py)."""
+    return RetryPolicy().max_attempts * http_timeout_s + max_retry_wait_s
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, flags: argparse.Namespace | None = None
 ) -> Settings:
@@ -700,6 +708,14 @@ def load_settings(
             raise ConfigError(f"ASKELEPHANT_API_KEY / ASKELEPHANT_ACCESS_TOKEN: {exc}") from None
         credentials = None  # commands that call the API use require_credentials()
 
+    if model.liveness_stall_seconds <= model.http_timeout_seconds:
+        # one request may take HTTP_TIMEOUT_SECONDS: a worker waiting on a healthy but slow
+        # API would be killed (issue 17, failure 11)
+        raise ConfigError(
+            f"LIVENESS_STALL_SECONDS ({model.liveness_stall_seconds:g}) must exceed "
+            f"HTTP_TIMEOUT_SECONDS ({model.http_timeout_seconds:g}); one page's worst case is "
+            f"{worst_page_seconds(model.http_timeout_seconds, model.max_retry_wait_seconds):g}s"
+        )
     secrets = tuple(Secret(p.strip()) for p in (model.webhook_secret or "").split(",") if p.strip())
     for secret in secrets:  # each one alone must be redacted too
         register_secret(secret.get_secret_value())

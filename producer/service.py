@@ -57,6 +57,15 @@ SHUTDOWN_JOIN_S: Final = 5.0
 """How long `run_forever` waits for the workers after a stop: with the flush after it, the
 process ends within 10 s of SIGTERM (README)."""
 
+LANE_WAIT_STEP_S: Final = 0.5
+"""How often a run waiting for its busy lane looks at the stop flag."""
+WORKER_BACKOFF_S: Final = 1.0
+"""First wait after an unexpected error in a worker, doubled per error in a row (capped by
+the poll interval)."""
+IDLE_REPORT_MAX_S: Final = 10.0
+"""An idle worker reports liveness at least this often, and more often when
+LIVENESS_STALL_SECONDS is short (a quarter of it)."""
+
 DeadLetterPolicy = Literal["dead-letter", "fail"]
 DEAD_LETTER_POLICIES: Final = ("dead-letter", "fail")
 
@@ -112,6 +121,7 @@ class SyncService:
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
         deletes: DeleteGuard | None = None,
+        liveness_stall_s: float | None = None,
     ) -> None:
         if dead_letter_policy not in DEAD_LETTER_POLICIES:
             raise ValueError(f"unknown dead-letter policy {dead_letter_policy!r}")
@@ -122,6 +132,13 @@ class SyncService:
         self.checkpoints = checkpoints
         self.observer = observer
         self.liveness = liveness
+        self.liveness_step_s = (
+            IDLE_REPORT_MAX_S
+            if liveness_stall_s is None
+            else max(0.05, min(IDLE_REPORT_MAX_S, liveness_stall_s / 4))
+        )
+        """How often an idle worker reports progress (`_loop`)."""
+        self.worker_backoff_s = WORKER_BACKOFF_S
         self.producer_id = producer_id
         self.dead_letter_policy = dead_letter_policy
         self.poll_interval_s = poll_interval_s
@@ -148,10 +165,19 @@ class SyncService:
     # ------------------------------------------------------------------ one run
 
     def sync_once(self, resource: str, progress: ProgressFn | None = None) -> RunReport:
-        """Run one full sync of `resource`. Never raises for a failed run: see the report."""
+        """Run one full sync of `resource`. Never raises for a failed run: see the report.
+
+        The lane has one writer at a time: while reconciliation (or another run) holds it,
+        this waits for it, stop-aware, instead of failing the worker (issue 17, failure 2)."""
         lock = self._running[resource]
-        if not lock.acquire(blocking=False):
-            raise RuntimeError(f"a run of {resource} is already in progress")
+        while not lock.acquire(timeout=LANE_WAIT_STEP_S):
+            self.liveness.progress(resource)  # waiting for its own lane is not a stall
+            if self.stop.is_set():
+                report = RunReport(
+                    resource, str(uuid.uuid4()), "interrupted", RunStats(), 0, None, None, 0.0
+                )
+                report.error = "stopped while another run of the lane held it"
+                return report
         try:
             return self._sync(resource, progress)
         finally:
@@ -614,14 +640,43 @@ class SyncService:
         return [t.name for t in threads if t.is_alive()]
 
     def _loop(self, resource: str) -> None:
+        """One resource's worker: a run every `poll_interval_s` until the stop.
+
+        It never dies silently: an exception a run did not turn into a report (a bug, or a
+        port that broke its contract) is logged with its traceback, counted, shown in
+        /healthz and retried with backoff (issue 17, failure 2)."""
         self.liveness.progress(resource)
+        errors_in_a_row = 0
         while not self.stop.is_set():
             started = time.monotonic()
-            self.sync_once(resource)
+            delay = self.poll_interval_s
+            try:
+                self.sync_once(resource)
+                if errors_in_a_row:
+                    self.liveness.recovered(resource)
+                errors_in_a_row = 0
+            except Exception as exc:
+                errors_in_a_row += 1
+                delay = min(
+                    self.poll_interval_s, self.worker_backoff_s * 2 ** min(errors_in_a_row, 6)
+                )
+                self.observer.worker_error(resource)
+                self.liveness.failing(resource, f"{type(exc).__name__}: {exc}", errors_in_a_row)
+                log.error(
+                    "worker of %s: unexpected %s (%d in a row); retrying in %.0fs",
+                    resource,
+                    type(exc).__name__,
+                    errors_in_a_row,
+                    delay,
+                    exc_info=True,
+                    extra={"event": "worker_error", "resource": resource, "component": "sync"},
+                )
             self.liveness.progress(resource)
-            next_run = started + self.poll_interval_s
-            # waiting for the next run is progress too: report it at least every 10 s
-            while not self.stop.wait(max(0.0, min(next_run - time.monotonic(), 10.0))):
+            next_run = started + delay
+            # waiting for the next run is progress too: reported often enough for
+            # LIVENESS_STALL_SECONDS to see a worker that stopped (issue 17, failure 11)
+            step = self.liveness_step_s
+            while not self.stop.wait(max(0.0, min(next_run - time.monotonic(), step))):
                 self.liveness.progress(resource)
                 if time.monotonic() >= next_run:
                     break

@@ -36,8 +36,13 @@ Check = Callable[[], tuple[bool, str]]
 
 MIN_LIVENESS_TIMEOUT_S: Final = 120.0
 WARN_EVERY_S: Final = 30.0
-DEFAULT_STALL_TIMEOUT_S: Final = 600.0
-"""Well above one API request's worst case (HTTP timeout 30 s plus up to 300 s of retries)."""
+DEFAULT_STALL_TIMEOUT_S: Final = 900.0
+"""Clears one page's worst case with the default settings (10 attempts of a 30 s
+HTTP_TIMEOUT_SECONDS plus 300 s of MAX_RETRY_WAIT_SECONDS = 600 s) with room for the Kafka
+wait of a batch's end: a worker that is only retrying is never reported stalled."""
+ERRORS_IN_A_ROW_UNHEALTHY: Final = 5
+"""A worker whose runs raised this many unexpected errors in a row fails liveness: it
+cannot make progress, and a restart is the remedy left."""
 
 
 def default_liveness_timeout(poll_interval_s: float) -> float:
@@ -118,6 +123,7 @@ class HealthState:
         self.liveness_timeout_s = liveness_timeout_s
         self.stall_timeout_s = stall_timeout_s
         self._workers: dict[str, float] = {}
+        self._worker_errors: dict[str, tuple[str, int]] = {}
         self.cache_ttl_s = cache_ttl_s
         self.check_timeout_s = check_timeout_s
         self._clock = clock
@@ -146,6 +152,16 @@ class HealthState:
         """The worker ended on purpose (shutdown): it is no longer watched."""
         with self._lock:
             self._workers.pop(worker, None)
+            self._worker_errors.pop(worker, None)
+
+    def failing(self, worker: str, error: str, in_a_row: int) -> None:
+        """The worker's last run raised `error` (`in_a_row` times running); it retries."""
+        with self._lock:
+            self._worker_errors[worker] = (redact(error), in_a_row)
+
+    def recovered(self, worker: str) -> None:
+        with self._lock:
+            self._worker_errors.pop(worker, None)
 
     def seconds_since_tick(self) -> float:
         with self._lock:
@@ -169,13 +185,20 @@ class HealthState:
         now = self._clock()
         with self._lock:
             workers = sorted(self._workers.items())
+            errors = dict(self._worker_errors)
         for worker, last in workers:
             silent = max(0.0, now - last)
             fine = silent <= self.stall_timeout_s
             text = (
                 f"last progress {silent:.1f}s ago (LIVENESS_STALL_SECONDS {self.stall_timeout_s:g})"
             )
-            checks[f"worker:{worker}"] = CheckResult(fine, text if fine else "stalled: " + text)
+            if not fine:
+                text = "stalled: " + text
+            if worker in errors:
+                error, in_a_row = errors[worker]
+                fine = fine and in_a_row < ERRORS_IN_A_ROW_UNHEALTHY
+                text = f"{text}; retrying after {in_a_row} unexpected error(s) in a row: {error}"
+            checks[f"worker:{worker}"] = CheckResult(fine, text)
         return HealthReport(checks)
 
     # -- readiness -----------------------------------------------------------------

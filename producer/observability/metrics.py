@@ -289,6 +289,10 @@ class ProducerMetrics:
             "The shared API request budget's current rate (lowered by 429s; 0 = no cap)",
             registry=reg,
         )
+        self.worker_errors: Final = counter(
+            "worker_errors_total",
+            "Unexpected exceptions that escaped a run (the worker logs, backs off and retries)",
+        )
         self.kafka_delivery_errors: Final = counter(
             "kafka_delivery_errors_total", "Kafka delivery reports with an error"
         )
@@ -325,6 +329,7 @@ class ProducerMetrics:
             self.api_rate_limit_wait_seconds,
             self.api_budget_wait_seconds,
             self.kafka_delivery_errors,
+            self.worker_errors,
             self.checkpoint_commits,
         ):
             metric.labels(resource=resource)
@@ -403,6 +408,9 @@ class ProducerMetrics:
 
     def add_pages(self, resource: str, n: int = 1) -> None:
         self._add(self.pages_fetched, resource, n)
+
+    def worker_error(self, resource: str) -> None:
+        self.worker_errors.labels(resource=resource).inc()
 
     def add_delivery_errors(self, resource: str, n: int = 1) -> None:
         self._add(self.kafka_delivery_errors, resource, n)

@@ -188,6 +188,9 @@ class FakeObserver:
     def complete_up_to(self, resource: str, instant: datetime) -> None:
         self.complete[resource] = instant
 
+    def worker_error(self, resource: str) -> None:
+        self.counts["worker_errors"] += 1
+
     def observe_server_date(
         self, resource: str, server_date: datetime, local_now: float | None = None
     ) -> None:
@@ -199,6 +202,7 @@ class FakeLiveness:
     ticks: int = 0
     progress_by_worker: Counter[str] = field(default_factory=Counter)
     done: list[str] = field(default_factory=list)
+    errors: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def tick(self) -> None:
         self.ticks += 1
@@ -208,3 +212,9 @@ class FakeLiveness:
 
     def worker_done(self, worker: str) -> None:
         self.done.append(worker)
+
+    def failing(self, worker: str, error: str, in_a_row: int) -> None:
+        self.errors[worker] = (error, in_a_row)
+
+    def recovered(self, worker: str) -> None:
+        self.errors.pop(worker, None)

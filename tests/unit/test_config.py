@@ -159,7 +159,7 @@ def test_new_pipeline_options_have_their_documented_defaults() -> None:
     assert s.dead_letter_policy == "dead-letter"
     assert s.max_message_bytes_for("engagements") == 2_097_152
     assert s.dead_letter_max_message_bytes == 16_777_216
-    assert s.liveness_stall_seconds == 600.0
+    assert s.liveness_stall_seconds == 900.0
     assert s.heartbeat_topic is None
 
 

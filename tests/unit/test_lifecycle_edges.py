@@ -4,12 +4,26 @@ Every test here failed on the main of 0938c08; the numbers are the issue's."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from producer.config import ConfigError, load_settings, worst_page_seconds
+from producer.observability.health import (
+    DEFAULT_STALL_TIMEOUT_S,
+    ERRORS_IN_A_ROW_UNHEALTHY,
+    CheckResult,
+    HealthState,
+)
+from producer.service import SyncService
 from producer.sync.run import INVALID_UPDATED_AT
-from tests.support.fakes import FakeSink, ListSource, page
+from tests.support.fakes import FakeLiveness, FakeObserver, FakeSink, ListSource, page
+from tests.unit.test_config import env
 from tests.unit.test_service import good, service
 
 # ------------------------------------------------------------------ 7: unrepresentable data
@@ -67,3 +81,130 @@ def test_7_any_record_data_is_a_per_record_outcome_never_a_failed_run(
     report = svc.sync_once("contacts")
     assert report.outcome == "success", report.error
     assert len(sink.published) + len(sink.dead_letters) == 3
+
+
+# ------------------------------------------------------------------ 2: a worker never dies
+
+
+def _run_loop(svc: SyncService) -> threading.Thread:
+    worker = threading.Thread(target=svc._loop, args=("contacts",), daemon=True)
+    worker.start()
+    return worker
+
+
+def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_2_a_poll_due_while_reconciliation_holds_the_lane_waits_for_it() -> None:
+    stop = threading.Event()
+    sink = FakeSink()
+    svc, _, _ = service(ListSource([page(good(0, 3))]), sink, stop=stop)
+    svc.poll_interval_s = 3600.0
+    lane = svc.run_lock("contacts")
+    lane.acquire()  # a reconciliation of contacts is going on
+    worker = _run_loop(svc)
+    time.sleep(0.3)
+    assert worker.is_alive()
+    assert sink.runs == []
+    lane.release()
+    _until(lambda: "contacts" in sink.checkpoints)
+    assert worker.is_alive()
+    stop.set()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+
+
+def test_2_an_unexpected_exception_is_logged_counted_shown_and_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stop = threading.Event()
+    sink = FakeSink()
+    svc, observer, liveness = service(ListSource([page(good(0, 3))]), sink, stop=stop)
+    svc.poll_interval_s = 3600.0
+    svc.worker_backoff_s = 0.05
+    broken = {"left": 2}
+    started = observer.run_started
+
+    def flaky_run_started(resource: str, now: float | None = None) -> None:
+        if broken["left"]:
+            broken["left"] -= 1
+            raise RuntimeError("observer broke its contract")
+        started(resource, now)
+
+    observer.run_started = flaky_run_started  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR):
+        worker = _run_loop(svc)
+        _until(lambda: observer.counts["worker_errors"] == 1)
+        assert liveness.errors["contacts"] == ("RuntimeError: observer broke its contract", 1)
+        _until(lambda: "contacts" in sink.checkpoints)  # retried, with backoff
+    assert worker.is_alive()
+    assert observer.counts["worker_errors"] == 2
+    assert "contacts" not in liveness.errors  # recovered
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "worker_error"]
+    assert len(lines) == 2
+    assert all(r.exc_info or r.exc_text for r in lines)  # the traceback is in the log
+    stop.set()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+
+
+def test_2_healthz_shows_a_failing_worker_and_fails_when_it_cannot_recover() -> None:
+    health = HealthState(stall_timeout_s=60)
+    health.progress("contacts")
+    health.failing("contacts", "RuntimeError: boom", 1)
+    check = health.liveness().checks["worker:contacts"]
+    assert check.ok
+    assert "1 unexpected error(s) in a row: RuntimeError: boom" in check.detail
+    health.failing("contacts", "RuntimeError: boom", ERRORS_IN_A_ROW_UNHEALTHY)
+    assert not health.liveness().checks["worker:contacts"].ok
+    health.recovered("contacts")
+    assert health.liveness().checks["worker:contacts"] == CheckResult(
+        True, health.liveness().checks["worker:contacts"].detail
+    )
+    assert "unexpected" not in health.liveness().checks["worker:contacts"].detail
+
+
+# ------------------------------------------------------------------ 11: liveness granularity
+
+
+def test_11_an_idle_worker_reports_often_enough_for_a_short_stall_setting() -> None:
+    stop = threading.Event()
+    sink = FakeSink()
+    svc, _, liveness = service(ListSource([page(good(0, 1))]), sink, stop=stop)
+    svc.poll_interval_s = 3600.0
+    svc.liveness_step_s = SyncService(
+        resources=["contacts"],
+        topic_for=str,
+        source_for=lambda _r: ListSource([]),
+        sink=sink,
+        checkpoints=sink,
+        observer=FakeObserver(),
+        liveness=FakeLiveness(),
+        producer_id="p",
+        liveness_stall_s=0.8,
+    ).liveness_step_s
+    assert svc.liveness_step_s == pytest.approx(0.2)
+    worker = _run_loop(svc)
+    _until(lambda: "contacts" in sink.checkpoints)
+    reported = liveness.progress_by_worker["contacts"]
+    time.sleep(1.0)  # idle: the next run is an hour away
+    assert liveness.progress_by_worker["contacts"] - reported >= 3
+    stop.set()
+    worker.join(timeout=5)
+
+
+def test_11_the_default_stall_clears_one_pages_worst_case() -> None:
+    settings = load_settings(env())
+    worst = worst_page_seconds(settings.http_timeout_seconds, settings.max_retry_wait_seconds)
+    assert settings.liveness_stall_seconds > worst
+    assert settings.liveness_stall_seconds == DEFAULT_STALL_TIMEOUT_S
+
+
+def test_11_a_stall_setting_that_cannot_work_is_refused() -> None:
+    with pytest.raises(ConfigError, match="LIVENESS_STALL_SECONDS") as info:
+        load_settings(env(LIVENESS_STALL_SECONDS="20", HTTP_TIMEOUT_SECONDS="30"))
+    assert "HTTP_TIMEOUT_SECONDS" in str(info.value)

@@ -54,6 +54,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     P + "api_budget_wait_seconds_total": ("counter", ("resource",)),
     P + "api_budget_requests_per_second": ("gauge", ()),
     P + "kafka_delivery_errors_total": ("counter", ("resource",)),
+    P + "worker_errors_total": ("counter", ("resource",)),
     P + "kafka_queue_messages": ("gauge", ()),
     P + "checkpoint_commits_total": ("counter", ("resource",)),
     P + "records_suppressed_total": ("counter", ("resource",)),
