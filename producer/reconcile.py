@@ -35,7 +35,8 @@ from typing import Any, Protocol
 from producer.pipeline.build import OutgoingEvent
 from producer.pipeline.dead_letters import Origin
 from producer.pipeline.deletes import build_delete_event, slim_delete
-from producer.pipeline.ports import Sink, Source
+from producer.pipeline.ports import Sink, Source, TraversalInterruptedError
+from producer.sync.run import TraversalError
 from producer.sync.timestamps import Micros, instant_micros, to_micros
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class ReconcileObserver(Protocol):
 class ReconcileReport:
     resource: str
     outcome: str
-    """success, failure or busy (an incremental run held the resource)"""
+    """success, failure, interrupted (stopped) or busy (an incremental run held the resource)"""
     requests: int = 0
     listed: int = 0
     keys_scanned: int = 0
@@ -121,6 +122,9 @@ class Reconciler:
         try:
             self._reconcile(resource, report)
             report.outcome = "success"
+        except TraversalInterruptedError:
+            report.outcome = "interrupted"
+            report.error = "stopped before the listing finished; nothing deleted"
         except Exception as exc:
             report.error = f"{type(exc).__name__}: {exc}"
             log.debug("reconciliation of %s failed", resource, exc_info=True)
@@ -157,6 +161,7 @@ class Reconciler:
         # 1. what the API has now
         listing_started_us = to_micros_now(self.clock)
         listed: set[int] = set()
+        finished = False
         for page in self.source_for(resource).pages(None):
             report.requests += 1
             if report.requests == 1 and page.server_date is not None:
@@ -165,7 +170,16 @@ class Reconciler:
                 if isinstance(record, dict) and isinstance(record.get("id"), str):
                     listed.add(_hash(record["id"]))
             if not page.has_more:
+                finished = True
                 break
+        if not finished:
+            # Only a finished listing proves absence: every id it did not reach would be
+            # deleted (issue 17, failure 1). A source that stops raises; one that just
+            # ends early is caught here.
+            raise TraversalError(
+                f"{resource}: the listing ended before has_more was false; no delete is "
+                "inferred from a partial listing"
+            )
         report.listed = len(listed)
         # 2. what the stream knows, kept only for keys the API did not list
         known: dict[str, bytes | None] = {}

@@ -31,6 +31,7 @@ from producer.pipeline.ports import (
     Sink,
     Source,
     SourcePage,
+    TraversalInterruptedError,
 )
 from producer.sync.checkpoint import Checkpoint
 from producer.sync.progress import Progress
@@ -70,7 +71,7 @@ DeadLetterPolicy = Literal["dead-letter", "fail"]
 DEAD_LETTER_POLICIES: Final = ("dead-letter", "fail")
 
 
-class RunInterruptedError(Exception):
+class RunInterruptedError(TraversalInterruptedError):
     """The service is stopping; the run ends without a checkpoint."""
 
 
@@ -252,7 +253,7 @@ class SyncService:
                     resource, from_micros(newest) if newest is not None else None
                 )
             report.outcome = "success"
-        except RunInterruptedError:
+        except TraversalInterruptedError:
             sink.abort()
             report.outcome = "interrupted"
             report.error = "stopped before the run finished; checkpoint unchanged"
@@ -405,7 +406,7 @@ class SyncService:
             thread.start()
         for thread in threads:
             thread.join()
-        real = [f for f in failures if not isinstance(f, RunInterruptedError)]
+        real = [f for f in failures if not isinstance(f, TraversalInterruptedError)]
         if real or failures:
             raise (real or failures)[0]
         log.info(

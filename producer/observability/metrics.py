@@ -339,7 +339,7 @@ class ProducerMetrics:
             self.records_dead_lettered.labels(resource=resource, reason=reason)
         for source in DELETE_SOURCES:
             self.deletes_published.labels(resource=resource, source=source)
-        for outcome in OUTCOMES[:2]:
+        for outcome in OUTCOMES:
             self.reconcile_runs.labels(resource=resource, outcome=outcome)
         for status_class in STATUS_CLASSES:
             self.api_requests.labels(resource=resource, status_class=status_class)

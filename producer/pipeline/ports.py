@@ -60,6 +60,11 @@ class Refusal:
         return cls(event.key, event.updated_at, event.origin, rejection)
 
 
+class TraversalInterruptedError(Exception):
+    """The traversal was cut short by a stop: what was served so far is not the whole
+    listing, and no caller may take it as complete (issue 17, failure 1)."""
+
+
 class LaneFencedError(RuntimeError):
     """Another instance with the same identity took over this lane (exactly-once mode):
     this process must stop writing. One active producer per identity is a guarantee."""

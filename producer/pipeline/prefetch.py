@@ -8,7 +8,9 @@ too: never more than `depth` pages are held in memory beyond the one being consu
 
 The fetching thread ends when the traversal ends, when it raised (the exception is handed to
 the consumer, in order, after the pages before it), when the consumer stops iterating (closing
-the generator, e.g. `break` once `SyncRun` is done), or when `stop` is set.
+the generator, e.g. `break` once `SyncRun` is done), or when `stop` is set. A stop never ends
+the iteration quietly: it raises `TraversalInterruptedError`, so no caller mistakes the pages
+so far for the whole listing (a reconciliation would delete everything it did not see).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from producer.pipeline.ports import Source, SourcePage
+from producer.pipeline.ports import Source, SourcePage, TraversalInterruptedError
 
 __all__ = ["DEFAULT_DEPTH", "PrefetchingSource"]
 
@@ -89,10 +91,15 @@ class PrefetchingSource:
                 try:
                     item = slots.get(timeout=_POLL_S)
                 except queue.Empty:
-                    if self.stop.is_set() or (not worker.is_alive() and slots.empty()):
-                        # stopping (the consumer checks its stop flag), or a fetcher that
-                        # ended without a word (cannot happen: `fetch` always ends with _End)
-                        return
+                    if self.stop.is_set():
+                        raise TraversalInterruptedError(
+                            f"{self.name}: stopped before the traversal finished"
+                        ) from None
+                    if not worker.is_alive() and slots.empty():
+                        # cannot happen: `fetch` always ends with _End unless stopped
+                        raise TraversalInterruptedError(
+                            f"{self.name}: the fetching thread ended without an answer"
+                        ) from None
                     continue
                 if isinstance(item, _End):
                     if item.error is not None:

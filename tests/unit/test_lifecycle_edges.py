@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -20,10 +20,13 @@ from producer.observability.health import (
     CheckResult,
     HealthState,
 )
+from producer.pipeline.ports import SourcePage, TraversalInterruptedError
+from producer.pipeline.prefetch import PrefetchingSource
 from producer.service import SyncService
 from producer.sync.run import INVALID_UPDATED_AT
 from tests.support.fakes import FakeLiveness, FakeObserver, FakeSink, ListSource, page
 from tests.unit.test_config import env
+from tests.unit.test_deletes import reconciler, version
 from tests.unit.test_service import good, service
 
 # ------------------------------------------------------------------ 7: unrepresentable data
@@ -208,3 +211,58 @@ def test_11_a_stall_setting_that_cannot_work_is_refused() -> None:
     with pytest.raises(ConfigError, match="LIVENESS_STALL_SECONDS") as info:
         load_settings(env(LIVENESS_STALL_SECONDS="20", HTTP_TIMEOUT_SECONDS="30"))
     assert "HTTP_TIMEOUT_SECONDS" in str(info.value)
+
+
+# ------------------------------------------------------------------ 1: partial listings
+
+
+class _StopsAfterFirstPage:
+    """300 live users in three pages; the service is stopped while the first is handed out."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        users = [{"id": f"u{i:03d}", "updated_at": "2026-02-01T00:00:00Z"} for i in range(300)]
+        self.pages_to_serve = [
+            page(users[:100], has_more=True, next_cursor="c1"),
+            page(users[100:200], has_more=True, next_cursor="c2"),
+            page(users[200:]),
+        ]
+
+    def pages(self, filter_gte: str | None, filter_lt: str | None = None) -> Iterator[SourcePage]:
+        yield self.pages_to_serve[0]
+        self.stop.set()
+        yield from self.pages_to_serve[1:]
+
+
+def _live_users() -> list[tuple[str, bytes | None]]:
+    return [(f"u{i:03d}", version(f"u{i:03d}")) for i in range(300)]
+
+
+def test_1_a_reconciliation_stopped_mid_listing_deletes_nothing() -> None:
+    stop = threading.Event()
+    hook, sink, deletes = reconciler([], _live_users(), threading.Lock())
+    hook.source_for = lambda _r: PrefetchingSource(_StopsAfterFirstPage(stop), stop=stop)
+    report = hook.reconcile("users")
+    assert report.outcome == "interrupted"
+    assert sink.published == []
+    assert sink.tombstones == []
+    assert deletes.written == []
+
+
+def test_1_a_listing_that_ends_before_has_more_is_false_deletes_nothing() -> None:
+    hook, sink, deletes = reconciler([], _live_users(), threading.Lock())
+    first_only = _StopsAfterFirstPage(threading.Event()).pages_to_serve[:1]
+    hook.source_for = lambda _r: ListSource(first_only)
+    report = hook.reconcile("users")
+    assert report.outcome == "failure"
+    assert "has_more" in (report.error or "")
+    assert (sink.published, sink.tombstones, deletes.written) == ([], [], [])
+
+
+def test_1_a_prefetched_traversal_never_ends_quietly_on_a_stop() -> None:
+    stop = threading.Event()
+    source = PrefetchingSource(_StopsAfterFirstPage(stop), stop=stop)
+    served: list[SourcePage] = []
+    with pytest.raises(TraversalInterruptedError):
+        served.extend(source.pages(None))
+    assert len(served) < 3

@@ -129,8 +129,6 @@ def test_every_label_set_precreated(metrics: ProducerMetrics) -> None:
         expected: set[tuple[tuple[str, str], ...]]
         if labels == ("resource",):
             expected = {(("resource", r),) for r in RESOURCES}
-        elif name.endswith("reconcile_runs_total"):  # never interrupted
-            expected = {(("outcome", o), ("resource", r)) for r in RESOURCES for o in OUTCOMES[:2]}
         elif labels == ("resource", "source"):
             expected = {(("resource", r), ("source", x)) for r in RESOURCES for x in DELETE_SOURCES}
         elif labels == ("outcome",):

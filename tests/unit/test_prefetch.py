@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from producer.pipeline.ports import SourcePage
+from producer.pipeline.ports import SourcePage, TraversalInterruptedError
 from producer.pipeline.prefetch import PrefetchingSource
 from tests.support.fakes import page
 
@@ -96,11 +96,17 @@ def test_the_stop_event_ends_the_traversal() -> None:
     stop = threading.Event()
     source = CountingSource(total=None)
     got = 0
-    for _ in PrefetchingSource(source, stop=stop, name="pf-stop").pages(None):
-        got += 1
-        if got == 2:
-            stop.set()
-    assert got >= 2  # pages already queued may still come, then the iteration ends
+
+    def consume() -> None:
+        nonlocal got
+        for _ in PrefetchingSource(source, stop=stop, name="pf-stop").pages(None):
+            got += 1
+            if got == 2:
+                stop.set()
+
+    with pytest.raises(TraversalInterruptedError):  # never a quiet end: it is not complete
+        consume()
+    assert got >= 2  # pages already queued may still come, then the iteration is cut
     _wait_gone("pf-stop")
     assert source.closed.is_set()
 
