@@ -433,6 +433,7 @@ def build_app(
         stop=stop,
         deletes=deletes,
         liveness_stall_s=settings.liveness_stall_seconds,
+        settle_s=settings.settle_seconds,
     )
     health.add_check("api", service.api_health)
     app = App(settings, service, sink, store, metrics, health, stop, clients, deletes)

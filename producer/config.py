@@ -146,6 +146,13 @@ SETTINGS: tuple[Option, ...] = (
         "largest dead letter in bytes, also `max.message.bytes` of the dead-letter topic",
     ),
     Option(
+        "SETTLE_SECONDS",
+        "10",
+        "no checkpoint passes the API's clock at run start less this: a write that becomes "
+        "visible to the list endpoint up to this long after its updated_at is still synced "
+        "(costs a re-read of this window per run, not latency)",
+    ),
+    Option(
         "LIVENESS_STALL_SECONDS",
         "900",
         "/healthz fails when a sync worker made no progress for this long (must exceed "
@@ -437,6 +444,7 @@ class _Model(BaseModel):
     liveness_stall_seconds: Annotated[float, AfterValidator(_between(1, 7 * 86_400))] = _field(
         "LIVENESS_STALL_SECONDS"
     )
+    settle_seconds: Annotated[float, AfterValidator(_between(1, 3600))] = _field("SETTLE_SECONDS")
     heartbeat_topic: OptionalTopic = _field("HEARTBEAT_TOPIC", default="")
     webhook_port: Annotated[int, AfterValidator(_between(0, 65_535))] = _field("WEBHOOK_PORT")
     webhook_secret: str | None = _field("ASKELEPHANT_WEBHOOK_SECRET", default=None)
@@ -513,6 +521,7 @@ class Settings:
     )
     dead_letter_max_message_bytes: int = 16_777_216
     liveness_stall_seconds: float = 900.0
+    settle_seconds: float = 10.0
     delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
     batch_pages: int = 10
     batch_seconds: float = 10.0
@@ -752,6 +761,7 @@ def load_settings(
         max_message_bytes=model.max_message_bytes,
         dead_letter_max_message_bytes=model.dead_letter_max_message_bytes,
         liveness_stall_seconds=model.liveness_stall_seconds,
+        settle_seconds=model.settle_seconds,
         delivery=model.delivery,
         batch_pages=model.batch_pages,
         batch_seconds=model.batch_seconds,

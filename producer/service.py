@@ -123,6 +123,7 @@ class SyncService:
         clock: Callable[[], float] = time.time,
         deletes: DeleteGuard | None = None,
         liveness_stall_s: float | None = None,
+        settle_s: float = CLOCK_MARGIN_US / 1_000_000,
     ) -> None:
         if dead_letter_policy not in DEAD_LETTER_POLICIES:
             raise ValueError(f"unknown dead-letter policy {dead_letter_policy!r}")
@@ -140,6 +141,9 @@ class SyncService:
         )
         """How often an idle worker reports progress (`_loop`)."""
         self.worker_backoff_s = WORKER_BACKOFF_S
+        self.settle_us = max(round(settle_s * 1_000_000), CLOCK_MARGIN_US)
+        """SETTLE_SECONDS: no checkpoint passes the API's clock at run start less this
+        (producer/sync/run.py)."""
         self.producer_id = producer_id
         self.dead_letter_policy = dead_letter_policy
         self.poll_interval_s = poll_interval_s
@@ -223,6 +227,7 @@ class SyncService:
             started_at=to_micros(datetime.fromtimestamp(started, UTC)),
             resume_from=resume.mark if resume is not None else None,
             snapshot=resume.snapshot if resume is not None else None,
+            settle_us=self.settle_us,
         )
         before = previous.updated_at if previous else None
         report = RunReport(resource, run_id, "failure", run.stats, 0, before, before, 0.0)
@@ -345,7 +350,9 @@ class SyncService:
         resource = run.resource
         started_at = to_micros(datetime.fromtimestamp(self.clock(), UTC))
         if resume is not None:
-            windows = restore_windows(resource, resume.windows, started_at=started_at)
+            windows = restore_windows(
+                resource, resume.windows, started_at=started_at, settle_us=self.settle_us
+            )
         else:
             planned = self._plan_windows(resource)
             if planned is None:  # nothing to cut: one traversal
@@ -353,7 +360,14 @@ class SyncService:
                 return run
             cap, bounds = planned
             windows = [
-                SyncRun(resource, None, started_at=started_at, window=window, horizon=cap)
+                SyncRun(
+                    resource,
+                    None,
+                    started_at=started_at,
+                    window=window,
+                    horizon=cap,
+                    settle_us=self.settle_us,
+                )
                 for window in bounds
             ]
         # More windows than workers, handed out as workers free up: even time windows hold
@@ -431,7 +445,7 @@ class SyncService:
         if earliest is None:
             return None
         clock = probe.server_date or datetime.fromtimestamp(self.clock(), UTC)
-        cap = to_micros(clock) - CLOCK_MARGIN_US
+        cap = to_micros(clock) - self.settle_us
         return cap, plan_windows(earliest, cap, self.backfill_slices * WINDOWS_PER_SLICE)
 
     def _mark_windows(self, windows: list[SyncRun], run_id: str, sink: RunSink) -> None:

@@ -22,8 +22,15 @@ first page, from the API's `Date` header). The versions this run published at or
 new checkpoint are stored with it, so the next run replays that window without duplicates.
 Without an update during the run the cap changes nothing: the newest record predates it.
 
-The cap's clock is the first page's `Date` header less `CLOCK_MARGIN_US`; without a `Date`
-header, the producer's own clock at the run start (`started_at`) less the same margin.
+The cap's clock is the first page's `Date` header less the settle window (`settle_us`, at
+least `CLOCK_MARGIN_US`); without a `Date` header, the producer's own clock at the run start
+(`started_at`) less the same window.
+
+Why a settle window (SETTLE_SECONDS, docs/architecture.md): a write can become visible to the
+list endpoint after its `updated_at` stamp (a transaction that commits late, a lagging read
+replica). If a newer version is already visible, a checkpoint at that newer instant would
+leave the late one behind for good. With the cap at "API clock - settle", every version that
+becomes visible within the settle window of its stamp is at or after the next run's `gte`.
 
 Records that cannot be placed (not an object, no string id, no parseable `updated_at`) are
 `Rejected` with a machine-readable reason: the caller dead-letters them and the run goes on.
@@ -169,6 +176,7 @@ class SyncRun:
         snapshot: bool | None = None,
         window: tuple[str, str | None] | None = None,
         horizon: Micros | None = None,
+        settle_us: Micros = CLOCK_MARGIN_US,
     ) -> None:
         """`started_at`: the producer's clock at the run start, the cap when no `Date` comes.
         `horizon`: the run-start cap, when it is known before the first page: the windows of
@@ -200,6 +208,8 @@ class SyncRun:
         self._floor: Micros | None = None
         self._newest: tuple[Micros, str] | None = None
         self._started_at = started_at
+        self.settle_us = max(settle_us, CLOCK_MARGIN_US)
+        """Taken off the API's clock for the cap (module docstring)."""
         self._horizon: Micros | None = horizon
         """The API's clock when the run started, less the margin: the checkpoint never goes
         past it. Set by the first page (unless given)."""
@@ -248,6 +258,7 @@ class SyncRun:
             started_at=first._started_at,
             max_boundary_ids=first.max_boundary_ids,
             snapshot=True,
+            settle_us=first.settle_us,
         )
         for window in windows:
             if not window.done:
@@ -316,7 +327,7 @@ class SyncRun:
             raise TraversalError(f"{self.resource}: page received after the traversal finished")
         if self._horizon is None:
             clock = served_at if served_at is not None else self._started_at
-            self._horizon = clock - CLOCK_MARGIN_US
+            self._horizon = clock - self.settle_us
         self.stats.pages += 1
         self.stats.fetched += len(records)
         accepted: list[Version] = []

@@ -68,6 +68,7 @@ def restore_windows(
     *,
     started_at: Micros,
     max_boundary_ids: int = DEFAULT_MAX_BOUNDARY_IDS,
+    settle_us: Micros | None = None,
 ) -> list[SyncRun]:
     """The windows of an interrupted sliced export, from its progress mark: a finished window
     stays finished (its mark is what it contributes to the checkpoint), a started one resumes
@@ -85,6 +86,7 @@ def restore_windows(
             snapshot=True,
             window=(gte, saved.lt),
             horizon=saved.horizon,
+            **({} if settle_us is None else {"settle_us": settle_us}),
         )
         if saved.done:
             window.finish_restored()

@@ -8,6 +8,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -24,6 +26,7 @@ from producer.pipeline.ports import SourcePage, TraversalInterruptedError
 from producer.pipeline.prefetch import PrefetchingSource
 from producer.service import SyncService
 from producer.sync.run import INVALID_UPDATED_AT
+from producer.sync.timestamps import format_instant, instant_micros
 from tests.support.fakes import FakeLiveness, FakeObserver, FakeSink, ListSource, page
 from tests.unit.test_config import env
 from tests.unit.test_deletes import reconciler, version
@@ -266,3 +269,104 @@ def test_1_a_prefetched_traversal_never_ends_quietly_on_a_stop() -> None:
     with pytest.raises(TraversalInterruptedError):
         served.extend(source.pages(None))
     assert len(served) < 3
+
+
+# ------------------------------------------------------------------ 6: late-visible writes
+
+SETTLE_S = 5.0
+T_ZERO = 1_800_000_000.0  # the API's epoch seconds when the test's writes begin
+
+
+@dataclass
+class _LateApi:
+    """An API whose writes become visible up to some delay after their `updated_at` stamp
+    (a transaction that commits late, a lagging read replica). It serves each record's newest
+    visible version, `updated_at:asc`, two per page, with its clock in the `Date` header."""
+
+    writes: list[tuple[str, float, float]]
+    """(id, stamp, visible_at) in seconds since T_ZERO."""
+    now: float = 0.0
+
+    def pages(self, filter_gte: str | None, filter_lt: str | None = None) -> Iterator[SourcePage]:
+        newest: dict[str, float] = {}
+        for record_id, stamp, visible_at in self.writes:
+            if visible_at <= self.now and stamp > newest.get(record_id, -1.0):
+                newest[record_id] = stamp
+        gte = None if filter_gte is None else instant_micros(filter_gte)
+        rows = sorted(
+            (_micros(stamp), record_id)
+            for record_id, stamp in newest.items()
+            if gte is None or _micros(stamp) >= gte
+        )
+        served = datetime.fromtimestamp(T_ZERO + self.now, UTC)
+        chunks = [rows[i : i + 2] for i in range(0, len(rows), 2)] or [[]]
+        for n, chunk in enumerate(chunks):
+            more = n + 1 < len(chunks)
+            records = [
+                {"id": i, "updated_at": format_instant(t), "created_at": "2020-01-01T00:00:00Z"}
+                for t, i in chunk
+            ]
+            yield page(
+                records, has_more=more, next_cursor=f"c{n}" if more else None, server_date=served
+            )
+
+
+def _micros(stamp: float) -> int:
+    return round((T_ZERO + stamp) * 1_000_000)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    writes=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d"]),
+            st.integers(0, 20_000).map(lambda ms: ms / 1000),
+            st.integers(0, int(SETTLE_S * 1000)).map(lambda ms: ms / 1000),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    poll_every=st.sampled_from([0.3, 1.0, 2.5]),
+)
+def test_6_writes_visible_up_to_the_settle_window_late_are_never_lost(
+    writes: list[tuple[str, float, float]], poll_every: float
+) -> None:
+    api = _LateApi([(i, stamp, stamp + delay) for i, stamp, delay in writes])
+    sink = FakeSink()
+    svc = SyncService(
+        resources=["contacts"],
+        topic_for=lambda r: f"t.{r}",
+        source_for=lambda _r: api,
+        sink=sink,
+        checkpoints=sink,
+        observer=FakeObserver(),
+        liveness=FakeLiveness(),
+        producer_id="p",
+        clock=lambda: T_ZERO + api.now,
+        settle_s=SETTLE_S,
+    )
+    end = max(visible for _, _, visible in api.writes)
+    while True:  # until one poll after the last write became visible
+        assert svc.sync_once("contacts").outcome == "success"
+        if api.now > end:
+            break
+        api.now += poll_every
+    published = {(e.key, instant_micros(e.updated_at)) for e in sink.published}
+    final = {}
+    for record_id, stamp, _ in api.writes:
+        final[record_id] = max(final.get(record_id, -1.0), stamp)
+    missing = {(i, _micros(t)) for i, t in final.items()} - published
+    assert not missing, f"never reached Kafka: {missing}"
+
+
+def test_6_with_the_old_one_second_margin_a_late_write_is_lost() -> None:
+    """The issue's case, as a control: the property above fails without the settle window."""
+    api = _LateApi([("a", 0.0, 3.0), ("b", 1.0, 1.0)])
+    sink = FakeSink()
+    svc, _, _ = service(ListSource([]), sink)
+    svc.source_for = lambda _r: api
+    svc.clock = lambda: T_ZERO + api.now
+    for now in (2.0, 4.0, 6.0):
+        api.now = now
+        svc.sync_once("contacts")
+    assert "a" not in {e.key for e in sink.published}  # 1 s margin: lost
