@@ -449,6 +449,7 @@ def build_app(
                 resources=settings.resources,
                 topic_for=settings.topic_for,
                 realtime=settings.webhook_realtime,
+                settle_us=round(settings.settle_seconds * 1_000_000),
             )
     return app
 

@@ -34,7 +34,7 @@ from producer.pipeline.build import EventBuilder, OutgoingEvent, Rejection, RunC
 from producer.pipeline.dead_letters import DeadLetter, Origin
 from producer.pipeline.deletes import build_delete_event, slim_delete
 from producer.pipeline.ports import RunSink, Sink
-from producer.sync.run import Unplaceable, Version, identify
+from producer.sync.run import CLOCK_MARGIN_US, Identity, Unplaceable, Version, identify
 from producer.sync.timestamps import Micros
 from producer.webhooks.delivery import (
     BadSignatureError,
@@ -93,7 +93,10 @@ class WebhookReceiver:
         topic_for: Callable[[str], str],
         realtime: bool = False,
         clock: Callable[[], float] = time.time,
+        settle_us: Micros = CLOCK_MARGIN_US,
     ) -> None:
+        """`settle_us`: SETTLE_SECONDS, the margin a delete without the object's own
+        `updated_at` is kept with against polled versions (`guard_instant`)."""
         self.verifier = verifier
         self.sink = sink
         self.deletes = deletes
@@ -103,6 +106,7 @@ class WebhookReceiver:
         self.topic_for = topic_for
         self.realtime = realtime
         self.clock = clock
+        self.settle_us = settle_us
         self._builders = {r: EventBuilder(r, producer_id) for r in self.resources}
         self._inflight: set[str] = set()
         self._inflight_lock = threading.Lock()
@@ -197,8 +201,9 @@ class WebhookReceiver:
         outgoing = OutgoingEvent(record_id, event, str(event["updated_at"]), origin)
         # The delete is kept (memory and deletes topic) before its event goes out, under the
         # lock the pollers check under: no older polled version can follow the tombstone.
+        guard = guard_instant(delivery, self.settle_us)
         with self.deletes.holding():
-            self.deletes.record_delete(resource, record_id, delivery.created_at_us, "webhook")
+            self.deletes.record_delete(resource, record_id, guard, "webhook")
             rejection = sink.delete(outgoing)
             if rejection is not None:  # too large: the delete still goes out, with before={id}
                 rejection = sink.delete(slim_delete(outgoing)) or rejection
@@ -251,3 +256,21 @@ class WebhookReceiver:
                 detail=rejection.detail,
             )
         )
+
+
+def guard_instant(delivery: Delivery, settle_us: Micros) -> Micros:
+    """The instant up to which polled versions of a deleted record are older than its delete.
+
+    Like is compared with like (issue 17, failure 5): a polled `updated_at` comes from the
+    API's database clock, the envelope's `created_at` from the webhook sender's. Where the
+    deleted object carries its own `updated_at` (the database's clock), every version up to
+    it is the deleted one or older; the envelope's instant is kept too, since a record is
+    never updated after its delete. Without it, only the other clock is known, so the
+    settle margin is added: a skew of up to SETTLE_SECONDS cannot let an old version follow
+    the tombstone."""
+    stamped = delivery.object.get("updated_at")
+    if isinstance(stamped, str):
+        identity = identify({"id": "-", "updated_at": stamped})
+        if isinstance(identity, Identity):
+            return max(identity.instant, delivery.created_at_us)
+    return delivery.created_at_us + settle_us

@@ -4,6 +4,7 @@ Every test here failed on the main of 0938c08; the numbers are the issue's."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -29,7 +30,7 @@ from producer.sync.run import INVALID_UPDATED_AT
 from producer.sync.timestamps import format_instant, instant_micros
 from tests.support.fakes import FakeLiveness, FakeObserver, FakeSink, ListSource, page
 from tests.unit.test_config import env
-from tests.unit.test_deletes import reconciler, version
+from tests.unit.test_deletes import T0, deliver, receiver, reconciler, version
 from tests.unit.test_service import good, service
 
 # ------------------------------------------------------------------ 7: unrepresentable data
@@ -370,3 +371,50 @@ def test_6_with_the_old_one_second_margin_a_late_write_is_lost() -> None:
         api.now = now
         svc.sync_once("contacts")
     assert "a" not in {e.key for e in sink.published}  # 1 s margin: lost
+
+
+# ------------------------------------------------------------------ 5: two clocks
+
+
+def _delete_then_poll(deleted_object: dict[str, str], polled_at: str) -> list[str]:
+    """A webhook delete of cnt_1 at T0 (the sender's clock), then a poll that read cnt_1
+    before the delete, stamped `polled_at` by the API's database clock."""
+    hook, sink, deletes, _ = receiver()
+    body = json.dumps(
+        {
+            "type": "v1.contact.deleted",
+            "created_at": format_instant(T0),
+            "data": {"object": deleted_object},
+        }
+    ).encode()
+    assert deliver(hook, body, "msg_1") == (200, "published")
+    svc = SyncService(
+        resources=["contacts"],
+        topic_for=lambda r: f"t.{r}",
+        source_for=lambda _r: ListSource([page([{"id": "cnt_1", "updated_at": polled_at}])]),
+        sink=sink,
+        checkpoints=sink,
+        observer=FakeObserver(),
+        liveness=FakeLiveness(),
+        producer_id="p",
+        clock=lambda: T0 / 1e6 + 60,
+        deletes=deletes.index,
+    )
+    assert svc.sync_once("contacts").outcome == "success"
+    return [str(e.value["op"]) for e in sink.published]
+
+
+def test_5_a_sender_clock_behind_the_database_does_not_resurrect() -> None:
+    # the database stamped the last version 0.2 s after the sender's delete instant
+    skewed = format_instant(T0 + 200_000)
+    assert _delete_then_poll({"id": "cnt_1"}, skewed) == ["d"]  # settle margin
+    assert _delete_then_poll({"id": "cnt_1", "updated_at": skewed}, skewed) == ["d"]  # like
+
+
+def test_5_a_version_newer_than_the_deleted_objects_own_is_published() -> None:
+    # the object's own updated_at is known: a later version is a re-creation, not a ghost
+    newer = format_instant(T0 + 20_000_000)
+    assert _delete_then_poll({"id": "cnt_1", "updated_at": format_instant(T0)}, newer) == [
+        "d",
+        "r",  # the poll is the resource's first run: a bulk export reads
+    ]
