@@ -270,8 +270,12 @@ def open_sink(
     admin: AdminClient,
     observer: DeliveryObserver,
     stop: threading.Event | None = None,
+    *,
+    lanes: bool = True,
 ) -> tuple[KafkaSink, CheckpointStore]:
     """Topics, producer, registered schemas and checkpoints: everything that writes to Kafka.
+    `lanes=False`: no exactly-once lanes even with DELIVERY=exactly-once (a tool beside a
+    running `run` must not initialise, and so fence, its transactional ids).
 
     Order matters: Kafka reachable, then the checkpoint topic (a wrong one stops start-up
     before any change topic is created), then the change and dead-letter topics."""
@@ -286,7 +290,7 @@ def open_sink(
     largest = max(t.max_message_bytes for t in [*targets.values(), dead_letter_target])
     producer = new_producer(settings.kafka_config(), message_max_bytes=largest)
     lane_producer = None
-    if settings.delivery == "exactly-once":
+    if settings.delivery == "exactly-once" and lanes:
 
         def lane_producer(resource: str) -> Producer:
             return new_transactional_producer(

@@ -436,9 +436,9 @@ def cmd_dead_letters(settings: Settings, *, as_json: bool) -> int:
 def cmd_redrive(settings: Settings, resources: list[str] | None, reasons: list[str] | None) -> int:
     from confluent_kafka.admin import AdminClient
 
-    from producer.app import open_sink
+    from producer.app import DirectSink, open_sink
     from producer.observability.metrics import ProducerMetrics
-    from producer.redrive import newest_versions, read_dead_letters, redrive
+    from producer.redrive import load_deletes, newest_versions, read_dead_letters, redrive
 
     chosen = resources or list(settings.resources)
     unknown = sorted(set(chosen) - set(settings.resources))
@@ -451,10 +451,19 @@ def cmd_redrive(settings: Settings, resources: list[str] | None, reasons: list[s
         and letter.resource in chosen
         and (not reasons or letter.reason in reasons)
     ]
+    # No exactly-once lanes: initialising a lane's transactional id would fence the running
+    # `run` that owns it (issue 17, failure 3). Redrive writes through the shared idempotent
+    # producer (`DirectSink`) and touches no checkpoint or progress mark.
     sink, _store = open_sink(
-        settings, AdminClient(settings.kafka_config()), ProducerMetrics(settings.resources)
+        settings,
+        AdminClient(settings.kafka_config()),
+        ProducerMetrics(settings.resources),
+        lanes=False,
     )
     try:
+        # every redrive consults the deletes topic, whatever this invocation's webhook and
+        # reconcile settings: a deleted record's dead letter must not bring it back
+        deletes = load_deletes(settings, sink.producer)
         keys: dict[str, set[str]] = {}
         for letter in letters:
             if letter.record_id:
@@ -467,7 +476,8 @@ def cmd_redrive(settings: Settings, resources: list[str] | None, reasons: list[s
         }
         report = redrive(
             letters,
-            sink=sink,
+            sink=DirectSink(sink),
+            deletes=deletes,
             topic_for={r: settings.topic_for(r) for r in chosen},
             producer_id=settings.producer_id,
             newest_on_topic=newest,

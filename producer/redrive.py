@@ -8,26 +8,41 @@ of the candidates. So a second redrive publishes nothing new, and a record updat
 published) since it was dead-lettered is skipped as stale. Dead letters stay where they are
 (Kafka cannot delete single records); what is still failing is reported, not re-lettered.
 
-Run it while `run` is stopped for that resource, or accept the narrow race of a poll
-publishing a newer version between redrive's read of the change topic and its publish.
+Deleted records stay deleted (issue 17, failure 4): a letter is skipped when the record was
+deleted at or after its version, by the deletes topic (`DeleteGuard`), or when the change
+topic's last word on its key is a tombstone (after compaction that is all that is left of
+the delete there).
+
+Redrive never takes a lane from a running `run` (issue 17, failure 3): it writes through the
+shared idempotent producer under no transactional id (`KafkaSink.begin_direct`), so it fences
+nobody, and it never writes or clears a checkpoint or progress mark. A redrive that crashes
+is simply run again: what it published is on the change topic and is skipped the second time.
+The narrow race left: a poll publishing a newer version between redrive's read of the change
+topic and its publish (run it while `run` is stopped for that resource to rule it out).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
+from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from producer.config import Settings
+from producer.kafka.deletes import DeleteStore
 from producer.kafka.reader import KafkaConfig, TopicReadError, scan_to_end
 from producer.pipeline.build import EventBuilder, Rejection, RunContext
 from producer.pipeline.dead_letters import DeadLetter, Origin
+from producer.pipeline.deletes import DeleteGuard, NoDeletes
 from producer.pipeline.ports import Sink
 from producer.sync.run import Identity, Unplaceable, Version, identify
 from producer.sync.timestamps import to_micros
@@ -46,6 +61,24 @@ def read_dead_letters(kafka_config: KafkaConfig, topic: str) -> list[DeadLetter]
         raise
 
 
+def load_deletes(settings: Settings, producer: Producer) -> DeleteGuard | None:
+    """The deleted ids this producer keeps in its deletes topic; None when there is none."""
+    store = DeleteStore(
+        settings.kafka_config(),
+        settings.deletes_topic,
+        settings.producer_id,
+        producer,
+        settings.deletes_retention_days,
+    )
+    try:
+        store.load()
+    except TopicReadError as exc:
+        if "UNKNOWN_TOPIC" in str(exc):
+            return None
+        raise
+    return store
+
+
 def count_by_resource_and_reason(letters: Iterable[DeadLetter]) -> dict[tuple[str, str], int]:
     counts = Counter((letter.resource, letter.reason) for letter in letters)
     return dict(sorted(counts.items()))
@@ -61,21 +94,34 @@ class RedriveReport:
     """Per (resource, reason): records that still cannot become events."""
 
 
+TOMBSTONED: Final = sys.maxsize
+"""`newest_versions` of a key whose last message is a tombstone: deleted, at an instant
+compaction may have erased; no dead-lettered version of it is newer."""
+
+
 def newest_versions(
     kafka_config: KafkaConfig, registry: SchemaRegistryClient, topic: str, keys: set[str]
 ) -> dict[str, int]:
-    """Newest `updated_at_us` per key on a change topic, for `keys` only."""
+    """Newest `updated_at_us` per key on a change topic, for `keys` only (`TOMBSTONED` for a
+    key whose last message is a tombstone)."""
     deserializer = AvroDeserializer(registry)
     newest: dict[str, int] = {}
     context = SerializationContext(topic, MessageField.VALUE)
+    tombstoned: set[str] = set()
     for msg in scan_to_end(kafka_config, topic):
         key = (msg.key() or b"").decode("utf-8", "replace")
-        if key not in keys or msg.value() is None:
+        if key not in keys:
             continue
+        if msg.value() is None:
+            tombstoned.add(key)
+            continue
+        tombstoned.discard(key)
         event = deserializer(msg.value(), context)
         value = event["updated_at_us"]  # timestamp-micros: fastavro reads a datetime
         instant = to_micros(value) if isinstance(value, datetime) else int(value)
         newest[key] = max(instant, newest.get(key, instant))
+    for key in tombstoned:
+        newest[key] = TOMBSTONED
     return newest
 
 
@@ -87,9 +133,12 @@ def redrive(
     producer_id: str,
     newest_on_topic: Mapping[str, Mapping[str, int]],
     now_ms: int,
+    deletes: DeleteGuard | None = None,
 ) -> RedriveReport:
     """Publish what now converts (see the module docstring). `newest_on_topic`: per resource,
-    the newest `updated_at_us` per key already on its change topic."""
+    the newest `updated_at_us` per key already on its change topic; `deletes`: the deleted
+    ids (the deletes topic). `sink` must not be a lane's: pass `begin_direct` sinks."""
+    guard = deletes or NoDeletes()
     report = RedriveReport()
     candidates = latest_letter_per_record(letters, report)
     run_id = f"redrive-{uuid.uuid4()}"
@@ -102,7 +151,9 @@ def redrive(
         context = RunContext(run_id, snapshot=False, api_version=None, now_ms=now_ms)
         on_topic = newest_on_topic.get(resource, {})
         for record_id, (letter, identity) in sorted(by_id.items()):
-            if on_topic.get(record_id, -1) >= identity.instant:
+            if on_topic.get(record_id, -1) >= identity.instant or guard.deleted_after(
+                resource, record_id, identity.instant
+            ):
                 report.skipped[resource] += 1
                 continue
             record = json.loads(letter.value)
@@ -114,7 +165,12 @@ def redrive(
                 report.still_failing[(resource, rejection.reason)] += 1
             else:
                 report.published[resource] += 1
-        run.commit(None, based_on=None)  # every event acknowledged, no checkpoint involved
+        # Every event acknowledged; refusals stay dead letters. No checkpoint and no progress
+        # mark is written or cleared: those belong to the lane's runs (`abort` only closes).
+        for refusal in run.drain():
+            report.published[resource] -= 1
+            report.still_failing[(resource, refusal.rejection.reason)] += 1
+        run.abort()
     return report
 
 

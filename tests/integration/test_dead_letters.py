@@ -17,6 +17,7 @@ from producer.kafka.reader import scan_to_end
 from producer.pipeline.dead_letters import TOO_LARGE, DeadLetter
 from producer.simulator.dataset import REMOVE
 from producer.simulator.server import Simulator
+from producer.sync.progress import Progress
 from producer.sync.run import INVALID_UPDATED_AT, MISSING_ID, MISSING_UPDATED_AT
 from producer.sync.timestamps import instant_micros
 from tests.integration.conftest import events_on
@@ -239,3 +240,42 @@ def test_an_event_the_broker_refuses_as_too_large_is_dead_lettered_and_a_restart
     assert again.outcome == "success", again.error
     letters = dead_letters(app)
     assert [(x.reason, x.detail["limit"]) for x in letters[1:]] == [(TOO_LARGE, "100000")]
+
+
+def test_redrive_beside_an_exactly_once_run_fences_nothing_and_keeps_its_progress(
+    make_env: Callable[..., dict[str, str]], make_app: Callable[..., App], sim: Simulator
+) -> None:
+    """Issue 17, failure 3: redrive used to open the lanes with the running `run`'s
+    transactional ids (fencing it) and commit with no checkpoint (tombstoning its mark)."""
+    env = make_env(RESOURCES="engagements", DELIVERY="exactly-once", BATCH_PAGES="1")
+    app = make_app(**env)  # the running `run`: its lanes are open
+    assert app.service.sync_once("engagements").outcome == "success"
+    [big] = sim.dataset.ids("engagements")[:1]
+    sim.dataset.corrupt("engagements", big, {"description": THREE_MB})
+    sim.dataset.update("engagements", [big])
+    assert app.service.sync_once("engagements").dead_lettered == 1
+    store = app.sink.checkpoints
+    mark = Progress(
+        resource="engagements",
+        mark=store.current("engagements"),
+        snapshot=False,
+        based_on=None,
+        run_id="interrupted-run",
+        pages=1,
+        written_at="2026-01-01T00:00:00Z",
+    )
+    store.write_progress(mark)  # an interrupted run's progress the next run resumes from
+
+    alter_topic(app, app.settings.topic_for("engagements"), "max.message.bytes", "8388608")
+    fixed_env = {**env, "MAX_MESSAGE_BYTES": "2097152,engagements=8388608"}
+    result = cli(fixed_env, "dead-letters", "redrive", "--resource", "engagements")
+    assert result.returncode == 0, result.stderr
+
+    reread = open_checkpoint_store(app.settings)
+    assert reread.progress("engagements") is not None  # the mark survived the redrive
+    sim.dataset.update("engagements", sim.dataset.ids("engagements")[1:3])
+    after = app.service.sync_once("engagements")  # the lane is still this process's
+    assert after.outcome == "success", after.error
+    assert app.service.fenced is None
+    redriven = [e for e in events_on(app.settings, "engagements") if e.key == big]
+    assert len(redriven[-1].value["after"]["description"]) == 3_000_000

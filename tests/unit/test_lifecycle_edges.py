@@ -23,9 +23,14 @@ from producer.observability.health import (
     CheckResult,
     HealthState,
 )
+from producer.pipeline.dead_letters import TOO_LARGE, DeadLetter
+from producer.pipeline.deletes import DeleteIndex
 from producer.pipeline.ports import SourcePage, TraversalInterruptedError
 from producer.pipeline.prefetch import PrefetchingSource
+from producer.redrive import TOMBSTONED, RedriveReport, redrive
 from producer.service import SyncService
+from producer.sync.checkpoint import Checkpoint
+from producer.sync.progress import Progress
 from producer.sync.run import INVALID_UPDATED_AT
 from producer.sync.timestamps import format_instant, instant_micros
 from tests.support.fakes import FakeLiveness, FakeObserver, FakeSink, ListSource, page
@@ -418,3 +423,78 @@ def test_5_a_version_newer_than_the_deleted_objects_own_is_published() -> None:
         "d",
         "r",  # the poll is the resource's first run: a bulk export reads
     ]
+
+
+# ------------------------------------------------------------------ 3 and 4: redrive
+
+
+def _letter(record_id: str, updated_at: str) -> DeadLetter:
+    record = {"id": record_id, "updated_at": updated_at, "created_at": "2020-01-01T00:00:00Z"}
+    return DeadLetter(
+        resource="contacts",
+        reason=TOO_LARGE,
+        message="too large",
+        value=json.dumps(record).encode(),
+        run_id="r0",
+        producer_id="p",
+        topic="t.contacts",
+        record_id=record_id,
+        updated_at=updated_at,
+    )
+
+
+def _redrive(
+    letters: list[DeadLetter],
+    sink: FakeSink,
+    *,
+    on_topic: dict[str, int] | None = None,
+    deletes: DeleteIndex | None = None,
+) -> RedriveReport:
+    return redrive(
+        letters,
+        sink=sink,
+        topic_for={"contacts": "t.contacts"},
+        producer_id="p",
+        newest_on_topic={"contacts": on_topic or {}},
+        now_ms=0,
+        deletes=deletes,
+    )
+
+
+def test_4_redrive_never_resurrects_a_record_the_deletes_topic_knows_deleted() -> None:
+    index = DeleteIndex(retention_us=10**15)
+    index.note_deleted("contacts", "c1", T0, 0)  # change topic compacted: no trace there
+    sink = FakeSink()
+    report = _redrive(
+        [_letter("c1", format_instant(T0 - 1)), _letter("c2", "2026-01-01T00:00:00Z")],
+        sink,
+        deletes=index,
+    )
+    assert [e.key for e in sink.published] == ["c2"]
+    assert report.skipped["contacts"] == 1
+
+
+def test_4_redrive_never_resurrects_a_record_whose_last_word_is_a_tombstone() -> None:
+    sink = FakeSink()
+    report = _redrive([_letter("c1", "2026-01-01T00:00:00Z")], sink, on_topic={"c1": TOMBSTONED})
+    assert sink.published == []
+    assert report.skipped["contacts"] == 1
+
+
+def test_3_redrive_touches_no_progress_mark_or_checkpoint_of_the_lane() -> None:
+    sink = FakeSink()
+    mark = Progress(
+        resource="contacts",
+        mark=Checkpoint("contacts", "2026-01-01T00:00:00Z"),
+        snapshot=False,
+        based_on=None,
+        run_id="run-1",
+        pages=3,
+        written_at="2026-01-01T00:00:00Z",
+    )
+    sink.marks["contacts"] = mark  # an interrupted (or running) run's progress
+    report = _redrive([_letter("c1", "2026-01-01T00:00:00Z")], sink)
+    assert report.published["contacts"] == 1
+    assert sink.marks == {"contacts": mark}
+    assert all(run.committed == [] for run in sink.runs)
+    assert "contacts" not in sink.checkpoints
