@@ -202,6 +202,12 @@ class KafkaSink:
         self._produced = 0
         self._lane_producer = lane_producer
         self.lanes: dict[str, Producer] = {}
+        self.refused_sizes: dict[str, int] = {}
+        """Per topic, the smallest event size the broker refused as too large: an event at
+        least this large is dead-lettered before it is sent. The broker's own limit (a topic
+        altered behind the producer's back) is learnt, so a retried batch does not send the
+        same refused event again (issue 17, failure 8: in exactly-once mode a refusal aborts
+        the whole transaction, and the batch would be retried forever)."""
 
     @property
     def exactly_once(self) -> bool:
@@ -390,6 +396,9 @@ class KafkaRunSink:
         limit = self.target.max_message_bytes
         if size > limit - RECORD_OVERHEAD_BYTES:
             return _too_large(size, limit, self.target.topic)
+        refused = self._sink.refused_sizes.get(self.target.topic)
+        if refused is not None and size >= refused:
+            return _too_large(size, limit, self.target.topic, refused_at=refused)
         try:
             with self._events.lock:
                 self._events.sent += 1
@@ -465,7 +474,10 @@ class KafkaRunSink:
             if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 # refused by the broker (a topic limit lower than configured): dead-letter it
                 rejection = _too_large(size, self.target.max_message_bytes, self.target.topic)
+                topic = self.target.topic
                 with tally.lock:
+                    known = self._sink.refused_sizes.get(topic)
+                    self._sink.refused_sizes[topic] = size if known is None else min(known, size)
                     tally.sent -= 1
                     self._refused.append(Refusal(key, updated_at, origin, rejection))
                 return
@@ -605,7 +617,14 @@ class KafkaRunSink:
             raise RuntimeError(f"run {self.run_id} of {self.resource} already ended")
 
 
-def _too_large(size: int, limit: int, topic: str) -> Rejection:
+def _too_large(size: int, limit: int, topic: str, refused_at: int | None = None) -> Rejection:
+    if refused_at is not None:
+        return Rejection(
+            TOO_LARGE,
+            f"event of {size} bytes: {topic} refused an event of {refused_at} bytes as too "
+            f"large (its max.message.bytes is below the configured {limit})",
+            {"size": str(size), "limit": str(limit), "refused_at": str(refused_at)},
+        )
     return Rejection(
         TOO_LARGE,
         f"event of {size} bytes exceeds the {limit}-byte max.message.bytes of {topic}",
@@ -623,6 +642,22 @@ class TransactionalRunSink(KafkaRunSink):
         super().__init__(sink, resource, run_id, producer)
         _transactional(producer.begin_transaction, resource)
         self._open = True
+
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> list[Refusal]:
+        """A refusal by the broker leaves the transaction abortable (librdkafka): nothing
+        more can be written in it, not even the dead letter. The batch fails here; its size
+        is learnt (`KafkaSink.refused_sizes`), so the retried batch dead-letters the event
+        before sending it and goes through."""
+        refused = super().drain(timeout_s)
+        if refused:
+            self.abort()
+            sizes = ", ".join(r.rejection.detail.get("size", "?") for r in refused)
+            raise DeliveryError(
+                f"{self.resource}: Kafka refused {len(refused)} event(s) as too large "
+                f"({sizes} bytes); the transaction is aborted and the retried batch "
+                "dead-letters them before sending"
+            )
+        return refused
 
     def mark_progress(self, progress: Progress) -> None:
         self._check_open()
@@ -689,20 +724,46 @@ class TransactionalRunSink(KafkaRunSink):
         self._sink.produce(self._producer, topic, key, value, [], _ignore_delivery)
 
     def _commit_transaction(self) -> None:
-        try:
-            _transactional(
-                lambda: self._producer.commit_transaction(TRANSACTION_COMMIT_S), self.resource
-            )
-        except KafkaException as exc:
-            error = exc.args[0]
-            if error.txn_requires_abort():
-                self.abort()
-            raise DeliveryError(f"transaction of {self.resource} not committed: {error}") from None
-        finally:
-            self._open = False
+        """Commit as librdkafka documents it: a retriable error (a timeout) is retried
+        (the commit is idempotent); an abortable one aborts; a fatal one, or retries that do
+        not get through, leave the lane to a new producer of its transactional id (which
+        aborts what is open). Never a lane left mid-commit for the next run's
+        `begin_transaction` to fail on (issue 17, failure 8)."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                _transactional(
+                    lambda: self._producer.commit_transaction(TRANSACTION_COMMIT_S),
+                    self.resource,
+                )
+                self._open = False
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                retry = error.retriable() and not error.fatal() and not error.txn_requires_abort()
+                if retry and attempt < COMMIT_ATTEMPTS and not self._sink.stop.is_set():
+                    log.warning(
+                        "commit of %s's transaction failed (%s); retrying (%d of %d)",
+                        self.resource,
+                        error.str(),
+                        attempt,
+                        COMMIT_ATTEMPTS,
+                        extra={"component": "kafka", "resource": self.resource},
+                    )
+                    continue
+                if error.fatal():
+                    self._open = False
+                    self._closed = True
+                    self._sink.reopen_lane(self.resource)
+                else:
+                    self.abort()
+                raise DeliveryError(
+                    f"transaction of {self.resource} not committed: {error.str()}"
+                ) from None
 
 
 TRANSACTION_COMMIT_S: Final = 60.0
+COMMIT_ATTEMPTS: Final = 3
+"""A commit that times out is tried again this often before the transaction is aborted."""
 _FENCED_CODES: Final = frozenset(
     code
     for code in (

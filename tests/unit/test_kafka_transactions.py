@@ -1,0 +1,176 @@
+"""The exactly-once run sink against a fake transactional producer: timed-out, abortable and
+fatal errors as librdkafka reports them, and a broker's too-large refusal (issue 17, 8)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from producer import schemas
+from producer.kafka.publisher import COMMIT_ATTEMPTS, DeliveryError, KafkaSink, TopicTarget
+from producer.pipeline.dead_letters import TOO_LARGE
+from producer.sync.checkpoint import Checkpoint
+from tests.unit.test_kafka_sink import MockRegistry, Observer, ScriptedProducer, Store, event
+
+
+def timed_out() -> KafkaException:
+    return KafkaException(KafkaError(KafkaError._TIMED_OUT, "commit timed out", retriable=True))
+
+
+def abortable() -> KafkaException:
+    return KafkaException(KafkaError(KafkaError._STATE, "abortable", txn_requires_abort=True))
+
+
+def fatal() -> KafkaException:
+    return KafkaException(KafkaError(KafkaError._FATAL, "fatal", fatal=True))
+
+
+@dataclass
+class TransactionalProducer(ScriptedProducer):
+    """Keeps librdkafka's transaction state: `begin` fails while a transaction is open or
+    a commit was left half-done; `commit_errors` are raised by the next commits, in order."""
+
+    commit_errors: list[KafkaException] = field(default_factory=list)
+    abort_errors: list[KafkaException] = field(default_factory=list)
+    state: str = "new"
+    calls: list[str] = field(default_factory=list)
+
+    def init_transactions(self, _timeout: float = 0) -> None:
+        self.calls.append("init")
+        self.state = "ready"
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+        if self.state != "ready":
+            raise KafkaException(KafkaError(KafkaError._STATE, f"cannot begin in {self.state}"))
+        self.state = "open"
+
+    def commit_transaction(self, _timeout: float = 0) -> None:
+        self.calls.append("commit")
+        self.poll()
+        if self.commit_errors:
+            error = self.commit_errors.pop(0)
+            code = error.args[0]
+            self.state = (
+                "fatal"
+                if code.fatal()
+                else "abortable"
+                if code.txn_requires_abort()
+                else "committing"
+            )
+            raise error
+        self.state = "ready"
+
+    def abort_transaction(self, _timeout: float = 0) -> None:
+        self.calls.append("abort")
+        if self.abort_errors:
+            raise self.abort_errors.pop(0)
+        if self.state == "fatal":
+            raise fatal()
+        self.queue.clear()
+        self.state = "ready"
+
+
+def transactional_sink(
+    lanes: list[TransactionalProducer],
+) -> tuple[KafkaSink, Store]:
+    """A sink whose lane producers come from `lanes`, in order (a reopened lane takes the
+    next one)."""
+    store = Store()
+    spare = iter(lanes)
+
+    def lane_producer(_resource: str) -> TransactionalProducer:
+        return next(spare)
+
+    sink = KafkaSink(
+        ScriptedProducer(),  # type: ignore[arg-type]
+        MockRegistry({"url": "mock://transactions"}),
+        targets={"contacts": TopicTarget("t.contacts", 1_000_000)},
+        schemas={"contacts": schemas.schema_str("contacts")},
+        dead_letter=TopicTarget("t.dlq", 16_000_000),
+        checkpoints=store,
+        observer=Observer(),
+        producer_id="p",
+        lane_producer=lane_producer,  # type: ignore[arg-type]
+    )
+    sink.register_schemas()
+    sink.open_lanes(["contacts"])
+    return sink, store
+
+
+CHECKPOINT = Checkpoint("contacts", "2026-03-01T00:00:00Z")
+
+
+def test_a_timed_out_commit_is_retried_and_goes_through() -> None:
+    lane = TransactionalProducer(commit_errors=[timed_out()])
+    sink, store = transactional_sink([lane])
+    run = sink.begin("contacts", "r1")
+    assert run.publish(event("contacts", "c1")) is None
+    run.commit(CHECKPOINT, based_on=None)
+    assert lane.calls.count("commit") == 2
+    assert store.commits[-1] == CHECKPOINT
+    sink.begin("contacts", "r2").abort()  # the lane is usable again
+
+
+def test_a_commit_that_keeps_timing_out_is_aborted_and_the_next_run_can_begin() -> None:
+    lane = TransactionalProducer(commit_errors=[timed_out() for _ in range(COMMIT_ATTEMPTS)])
+    sink, store = transactional_sink([lane])
+    run = sink.begin("contacts", "r1")
+    run.publish(event("contacts", "c1"))
+    with pytest.raises(DeliveryError, match="not committed"):
+        run.commit(CHECKPOINT, based_on=None)
+    assert lane.calls[-1] == "abort"
+    assert store.commits == []
+    sink.begin("contacts", "r2")  # before: "cannot begin in committing", on every run
+    assert lane.state == "open"
+
+
+def test_an_abortable_commit_error_aborts_and_the_next_run_can_begin() -> None:
+    lane = TransactionalProducer(commit_errors=[abortable()])
+    sink, _ = transactional_sink([lane])
+    run = sink.begin("contacts", "r1")
+    run.publish(event("contacts", "c1"))
+    with pytest.raises(DeliveryError):
+        run.commit(CHECKPOINT, based_on=None)
+    assert lane.calls.count("commit") == 1  # never retried
+    sink.begin("contacts", "r2")
+
+
+def test_a_fatal_commit_error_reopens_the_lane() -> None:
+    first, second = TransactionalProducer(commit_errors=[fatal()]), TransactionalProducer()
+    sink, _ = transactional_sink([first, second])
+    run = sink.begin("contacts", "r1")
+    run.publish(event("contacts", "c1"))
+    with pytest.raises(DeliveryError):
+        run.commit(CHECKPOINT, based_on=None)
+    assert sink.lanes["contacts"] is second
+    assert second.calls == ["init"]
+    sink.begin("contacts", "r2")
+
+
+def test_an_abort_that_fails_reopens_the_lane() -> None:
+    first = TransactionalProducer(abort_errors=[timed_out()])
+    second = TransactionalProducer()
+    sink, _ = transactional_sink([first, second])
+    sink.begin("contacts", "r1").abort()
+    assert sink.lanes["contacts"] is second
+
+
+def test_a_broker_refusal_aborts_the_batch_once_and_the_retry_dead_letters_it() -> None:
+    lane = TransactionalProducer(errors={"t.contacts": KafkaError.MSG_SIZE_TOO_LARGE})
+    sink, _ = transactional_sink([lane])
+    big = event("contacts", "c1", first_name="x" * 50_000)
+    run = sink.begin("contacts", "r1")
+    assert run.publish(big) is None  # within the configured limit: sent
+    with pytest.raises(DeliveryError, match="too large"):
+        run.commit(CHECKPOINT, based_on=None)
+    assert lane.calls[-1] == "abort"
+    lane.errors.clear()
+    retry = sink.begin("contacts", "r2")
+    rejection = retry.publish(big)  # the same batch again: refused before it is sent
+    assert rejection is not None
+    assert rejection.reason == TOO_LARGE
+    assert retry.publish(event("contacts", "c2")) is None  # small events still go
+    retry.commit(CHECKPOINT, based_on=None)
