@@ -75,7 +75,7 @@ def test_bulk_export_then_incremental_sync(
 def test_boundary_replay_with_nothing_changed_publishes_nothing(
     make_app: Callable[..., App], sim: Simulator
 ) -> None:
-    app = make_app()
+    app = make_app(SETTLE_SECONDS="1")  # the smallest window: the sleeps below pass it
     sim.dataset.mutate("tags", 6, same_timestamp=True)  # the newest instant is a 6-way tie
     assert app.service.sync_once("tags").outcome == "success"
     first = app.store.get("tags")
@@ -316,7 +316,8 @@ def test_heartbeats_say_up_to_when_each_resource_is_complete(
     assert len(beats) == 2
     assert {b["resource"] for b in beats} == {"tags"}
     complete = [parse_instant(b["complete_up_to"]).timestamp() for b in beats]
-    assert started - 3 < complete[0] <= complete[1] < time.time()
+    settle = app.settings.settle_seconds  # complete up to the run's start less the window
+    assert started - settle - 3 < complete[0] <= complete[1] < time.time()
 
 
 def test_sync_runs_resources_side_by_side(
@@ -340,7 +341,7 @@ def test_a_time_sliced_first_export_then_incremental_runs(
 ) -> None:
     sim.dataset.create("contacts", 150)
     time.sleep(2.1)  # the records predate the run by more than the cap's margin
-    app = make_app(RESOURCES="contacts", PAGE_SIZE="10", BACKFILL_SLICES="4")
+    app = make_app(RESOURCES="contacts", PAGE_SIZE="10", BACKFILL_SLICES="4", SETTLE_SECONDS="1")
     before = sim.stats()["by_resource"].get("contacts", {}).get("requests", 0)
     with caplog.at_level(logging.INFO, logger="producer.service"):
         report = app.service.sync_once("contacts")
