@@ -585,6 +585,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("configuration (flags override environment variables)")
     for option in SETTINGS:
         shown = "(secret)" if option.secret else f"default: {option.default or '(empty)'}"
+        if option.doc_default is not None:  # derived from another setting, or off
+            shown = f"default: {option.doc_default.strip('`')}"
         group.add_argument(
             option.flag,
             dest=option.dest,

@@ -29,6 +29,19 @@ def test_every_setting_has_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(option.flag in out for option in SETTINGS)
 
 
+def test_help_shows_the_defaults_of_the_readme_table(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "10000")  # argparse wraps inside words at hyphens
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    for option in SETTINGS:
+        shown = "(secret)" if option.secret else f"default: {option.shown_default.strip('`')}"
+        assert f"[{shown}]" in text, option.env
+    assert "(empty)" not in text
+
+
 @pytest.mark.parametrize(
     "name", ["RESOURCES", "PAGE_SIZE", "SCHEMA_REGISTRY_URL", "CHECKPOINT_TOPIC"]
 )
