@@ -40,6 +40,19 @@ EXIT_FENCED = 3
 """Exactly-once: another instance with the same PRODUCER_ID took over."""
 
 
+_LOGGING = frozenset({"LOG_LEVEL", "LOG_FORMAT"})
+_CHECKPOINTS = _LOGGING | {"KAFKA_BOOTSTRAP_SERVERS", "CHECKPOINT_TOPIC", "PRODUCER_ID"}
+COMMAND_SETTINGS: dict[str, frozenset[str]] = {
+    "checkpoints": _CHECKPOINTS,
+    # creates the checkpoint topic when it is missing
+    "reset": _CHECKPOINTS | {"RESOURCES", "TOPIC_REPLICATION_FACTOR"},
+    "dead-letters": _LOGGING
+    | {"KAFKA_BOOTSTRAP_SERVERS", "DEAD_LETTER_TOPIC", "TOPIC_PREFIX", "PRODUCER_ID"},
+}
+"""The settings a command reads, where it is not all of them: its --help shows only these
+flags (`run`, `sync` and `redrive` build the whole pipeline and take every one)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="askelephant-kafka",
@@ -50,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        add_flags(sub)
+        add_flags(sub, COMMAND_SETTINGS.get(name))
         return sub
 
     command("run", "poll every resource on its schedule until SIGTERM/SIGINT")
