@@ -104,6 +104,7 @@ class BackgroundHttpServer:
         self._stopping: asyncio.Event | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._open = 0
+        self._failed: BaseException | None = None
 
     # -- for subclasses ----------------------------------------------------------------
 
@@ -163,7 +164,9 @@ class BackgroundHttpServer:
             target=self._run, args=(loop, sock, ready), name=self.thread_name, daemon=True
         )
         self._thread.start()
-        ready.wait(10)
+        if not ready.wait(10) or self._failed is not None:
+            self.stop()
+            raise RuntimeError(f"{self.thread_name} server did not start: {self._failed!r}")
         log.info("%s listening", self.thread_name, extra={"url": self.url})
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -195,7 +198,11 @@ class BackgroundHttpServer:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._serve(sock, ready))
+        except BaseException as exc:  # start() reports it; a daemon thread would lose it
+            self._failed = exc
+            ready.set()
         finally:
+            sock.close()
             loop.close()
 
     async def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
