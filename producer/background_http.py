@@ -23,6 +23,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -35,6 +36,7 @@ import h11
 log = logging.getLogger(__name__)
 
 _READ_CHUNK: Final = 64 * 1024
+_REFUSAL_LOG_EVERY_S: Final = 10.0
 _LINGER_S: Final = 1.0
 _LINGER_BYTES: Final = 256 * 1024
 """After an early answer (413, 404 before the body), the client may still be sending: reading a
@@ -105,6 +107,7 @@ class BackgroundHttpServer:
         self._pool: ThreadPoolExecutor | None = None
         self._open = 0
         self._failed: BaseException | None = None
+        self._refusal_logged = -_REFUSAL_LOG_EVERY_S
 
     # -- for subclasses ----------------------------------------------------------------
 
@@ -215,6 +218,10 @@ class BackgroundHttpServer:
             connections.add(task)
             try:
                 await self._connection(reader, writer)
+            except asyncio.CancelledError:
+                # Cancelled by stop(). Ending normally: Python 3.11's stream callback asks a
+                # cancelled task for its exception and logs the CancelledError as an error.
+                pass
             finally:
                 connections.discard(task)
 
@@ -238,12 +245,15 @@ class BackgroundHttpServer:
         self._open += 1
         try:
             if self._open > self.limits.max_connections:
-                log.warning(
-                    "%s: over %d connections, refusing %s",
-                    self.thread_name,
-                    self.limits.max_connections,
-                    client,
-                )
+                now = time.monotonic()
+                if now - self._refusal_logged >= _REFUSAL_LOG_EVERY_S:  # a flood: one line
+                    self._refusal_logged = now
+                    log.warning(
+                        "%s: over %d connections, refusing new ones (e.g. from %s)",
+                        self.thread_name,
+                        self.limits.max_connections,
+                        client,
+                    )
                 busy = self.error_response(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections")
                 await self._send(conn, writer, busy, method="GET", close=True)
                 return
@@ -344,6 +354,16 @@ class BackgroundHttpServer:
                 return None
 
     def _screen(self, head: Request) -> None:
+        # h11 bounds only a head still incomplete; one that came whole in a single read is
+        # measured here.
+        size = len(head.target) + sum(len(k) + len(v) + 4 for k, v in head.headers.items())
+        if size > self.limits.max_header_bytes:
+            raise _AnswerEarlyError(
+                self.error_response(
+                    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"
+                ),
+                head,
+            )
         answer = self.screen(head)
         if answer is not None:
             raise _AnswerEarlyError(answer, head)

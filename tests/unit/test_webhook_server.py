@@ -214,3 +214,24 @@ def test_connections_over_the_bound_get_503_and_are_closed() -> None:
                 break
             time.sleep(0.1)
         assert status == 200
+
+
+def test_malformed_heads_get_400_or_431_and_stopping_with_open_connections_is_quiet(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hook, *_ = receiver()
+    with caplog.at_level("WARNING"):
+        with WebhookServer(hook, host="127.0.0.1", port=0, limits=LIMITS) as srv:
+            big = f"POST {PATH} HTTP/1.1\r\nHost: x\r\nX-Big: {'a' * 20_000}\r\n\r\n"
+            for request, status in ((b"GARBAGE\r\n\r\n", 400), (big.encode(), 431)):
+                sock = connect(srv)
+                sock.setblocking(True)
+                sock.sendall(request)  # a head over the limit in one piece, too
+                assert read_answer(sock).startswith(f"HTTP/1.1 {status} ".encode())
+                sock.close()
+            hanging = [connect(srv) for _ in range(3)]
+            hanging[0].send(f"POST {PATH} HTTP/1.1\r\n".encode())
+            time.sleep(0.3)
+        for sock in hanging:
+            sock.close()
+    assert [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
