@@ -24,7 +24,7 @@ log = logging.getLogger("devstack")
 HOW_TO_GET_A_BROKER = (
     "set KAFKA_BOOTSTRAP_SERVERS (and SCHEMA_REGISTRY_URL) to an existing cluster, "
     "start a Docker engine, or install Java 17+ and Maven 3 "
-    "(e.g. `apt-get install openjdk-17-jdk-headless maven`)"
+    "(e.g. `apt-get install openjdk-17-jre-headless maven`)"
 )
 
 

@@ -40,6 +40,19 @@ EXIT_FENCED = 3
 """Exactly-once: another instance with the same PRODUCER_ID took over."""
 
 
+_LOGGING = frozenset({"LOG_LEVEL", "LOG_FORMAT"})
+_CHECKPOINTS = _LOGGING | {"KAFKA_BOOTSTRAP_SERVERS", "CHECKPOINT_TOPIC", "PRODUCER_ID"}
+COMMAND_SETTINGS: dict[str, frozenset[str]] = {
+    "checkpoints": _CHECKPOINTS,
+    # creates the checkpoint topic when it is missing
+    "reset": _CHECKPOINTS | {"RESOURCES", "TOPIC_REPLICATION_FACTOR"},
+    "dead-letters": _LOGGING
+    | {"KAFKA_BOOTSTRAP_SERVERS", "DEAD_LETTER_TOPIC", "TOPIC_PREFIX", "PRODUCER_ID"},
+}
+"""The settings a command reads, where it is not all of them: its --help shows only these
+flags (`run`, `sync` and `redrive` build the whole pipeline and take every one)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="askelephant-kafka",
@@ -50,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        add_flags(sub)
+        add_flags(sub, COMMAND_SETTINGS.get(name))
         return sub
 
     command("run", "poll every resource on its schedule until SIGTERM/SIGINT")
@@ -129,15 +142,7 @@ def cmd_run(settings: Settings) -> int:
     from producer.observability.server import ObservabilityServer
 
     stop = threading.Event()
-    stop_requested: list[float] = []
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        stop_requested.append(time.monotonic())
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_requested = stop_on_signals(stop)
     # Serve /healthz and /metrics first, so probes answer while Kafka is still being reached.
     metrics = ProducerMetrics(settings.resources)
     health = new_health(settings)
@@ -158,9 +163,7 @@ def cmd_run(settings: Settings) -> int:
         if webhooks is not None:
             webhooks.stop(timeout_s=1.0)
         fenced = app.service.fenced
-        # One budget from the signal on: what the workers did not use, the flush may.
-        since = time.monotonic() - (stop_requested[0] if stop_requested else time.monotonic())
-        left = app.close(flush_timeout_s=max(0.5, SHUTDOWN_BUDGET_S - since))
+        left = app.close(flush_timeout_s=flush_budget(stop_requested))
         log.info(
             "stopped: %d message(s) left unacknowledged by Kafka%s; unfinished runs "
             "committed no checkpoint",
@@ -175,6 +178,27 @@ def cmd_run(settings: Settings) -> int:
         log.error("stopped: %s", fenced, extra={"event": "fenced", "component": "kafka"})
         return EXIT_FENCED
     return 0
+
+
+def stop_on_signals(stop: threading.Event) -> list[float]:
+    """SIGTERM and SIGINT set `stop`; the returned list gets the instant of the first one."""
+    requested: list[float] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        requested.append(time.monotonic())
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return requested
+
+
+def flush_budget(stop_requested: Sequence[float], default_s: float = SHUTDOWN_BUDGET_S) -> float:
+    """One budget from the signal on: what the workers did not use, the flush may."""
+    if not stop_requested:
+        return default_s
+    return max(0.5, SHUTDOWN_BUDGET_S - (time.monotonic() - stop_requested[0]))
 
 
 def start_deletes(app: App) -> WebhookServer | None:
@@ -202,24 +226,45 @@ def start_deletes(app: App) -> WebhookServer | None:
 
 
 def cmd_sync(settings: Settings, only: list[str] | None) -> int:
-    from concurrent.futures import ThreadPoolExecutor
-
     from producer.app import build_app
 
     resources = only or list(settings.resources)
     unknown = sorted(set(resources) - set(settings.resources))
     if unknown:
         raise ConfigError(f"--resource {unknown} is not in RESOURCES ({settings.resources})")
-    app = build_app(settings)
+    stop = threading.Event()
+    stop_requested = stop_on_signals(stop)
+    app = build_app(settings, stop=stop)
     progress = _Progress(sys.stderr, resources) if sys.stderr.isatty() else None
+    done: dict[str, RunReport] = {}
+
+    def sync(resource: str) -> None:
+        done[resource] = app.service.sync_once(resource, progress)
+
+    # Resources run side by side, as in `run`: one slow or failing resource does not hold the
+    # others back (each has its own API client and its own Kafka acknowledgements). Daemon
+    # threads, as in `run`: after a signal, one stuck in a request must not hold the exit.
+    workers = [
+        threading.Thread(target=sync, args=(r,), name=f"sync-{r}", daemon=True) for r in resources
+    ]
     try:
-        # Resources run side by side, as in `run`: one slow or failing resource does not hold
-        # the others back (each has its own API client and its own Kafka acknowledgements).
-        with ThreadPoolExecutor(max_workers=len(resources), thread_name_prefix="sync") as pool:
-            futures = [pool.submit(app.service.sync_once, r, progress) for r in resources]
-            reports = [f.result() for f in futures]
+        for worker in workers:
+            worker.start()
+        while any(w.is_alive() for w in workers) and not stop.wait(0.2):
+            pass
+        deadline = time.monotonic() + SHUTDOWN_JOIN_S
+        for worker in workers:  # one deadline for all, as in `run`
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
     finally:
-        app.close()
+        left = app.close(flush_timeout_s=flush_budget(stop_requested, 5.0))
+    reports = [done.get(r) or _unfinished(r) for r in resources]
+    if stop_requested:
+        log.info(
+            "stopped: %d message(s) left unacknowledged by Kafka; unfinished runs committed "
+            "no checkpoint",
+            left,
+            extra={"event": "stopped", "unacknowledged": left},
+        )
     if progress is not None:
         progress.finish(reports)
     print(render_summary(reports))
@@ -227,6 +272,13 @@ def cmd_sync(settings: Settings, only: list[str] | None) -> int:
         log.error("stopped: %s", app.service.fenced, extra={"event": "fenced"})
         return EXIT_FENCED
     return 0 if all(r.outcome == "success" for r in reports) else 1
+
+
+def _unfinished(resource: str) -> RunReport:
+    """The report of a run still busy at shutdown (a request in flight): it commits nothing."""
+    report = RunReport(resource, "-", "interrupted", RunStats(), 0, None, None, 0.0)
+    report.error = "still busy when stopped; checkpoint unchanged"
+    return report
 
 
 class _Progress:

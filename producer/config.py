@@ -592,10 +592,16 @@ class Settings:
             )
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
+def add_flags(parser: argparse.ArgumentParser, only: frozenset[str] | None = None) -> None:
+    """A flag per setting, or per setting named in `only` (the others still come from the
+    environment)."""
     group = parser.add_argument_group("configuration (flags override environment variables)")
     for option in SETTINGS:
+        if only is not None and option.env not in only:
+            continue
         shown = "(secret)" if option.secret else f"default: {option.default or '(empty)'}"
+        if option.doc_default is not None:  # derived from another setting, or off
+            shown = f"default: {option.doc_default.strip('`')}"
         group.add_argument(
             option.flag,
             dest=option.dest,

@@ -71,9 +71,16 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+TOOL_FIXTURES = frozenset({"helm", "helm_bin", "promtool"})
+"""Fixtures that need a binary from `make tools` (scripts/install-tools.sh)."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """tests/unit/** get the `unit` marker, tests/integration/** get `integration`."""
+    """tests/unit/** get the `unit` marker, tests/integration/** get `integration`; a test
+    that uses helm or promtool gets `tools` too, so `make unit` can leave it out."""
     for item in items:
+        if TOOL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.tools)
         try:
             relative = Path(item.path).resolve().relative_to(TESTS_DIR)
         except ValueError:

@@ -225,6 +225,26 @@ def _text_value(value: Any) -> str:
 
 _LEVELS: Final = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 _NOISY_LOGGERS: Final = ("httpx", "httpcore")
+_OWN_LOGGERS: Final = ("producer", "devstack")
+
+
+class ThirdPartyFilter(logging.Filter):
+    """Passes libraries' records only from WARNING up (all of them at DEBUG).
+
+    A library's INFO lines (httpx's `HTTP Request: POST .../versions` for every schema
+    registration, and whatever a new dependency adds) say nothing an operator acts on and
+    push the service's own lines off the screen.
+    """
+
+    def __init__(self, debug: bool) -> None:
+        super().__init__()
+        self.debug = debug
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.debug or record.levelno >= logging.WARNING:
+            return True
+        root = record.name.partition(".")[0]
+        return root in _OWN_LOGGERS
 
 
 def configure_logging(
@@ -237,8 +257,8 @@ def configure_logging(
     ``stream``: defaults to ``sys.stderr``.
 
     Idempotent: a handler installed by an earlier call is replaced; handlers installed by
-    anything else (e.g. pytest's capture) are left alone. The per-request INFO lines of
-    ``httpx``/``httpcore`` are silenced (WARNING) unless ``level`` is DEBUG.
+    anything else (e.g. pytest's capture) are left alone. Libraries' INFO lines (e.g. the
+    per-request lines of ``httpx``) are dropped unless ``level`` is DEBUG.
     Raises ``ValueError`` for an unknown level or format.
     """
     name = level.strip().upper()
@@ -255,6 +275,7 @@ def configure_logging(
 
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(ThirdPartyFilter(debug=name == "DEBUG"))
     handler.addFilter(RedactingFilter())
     handler._askelephant_handler = True  # type: ignore[attr-defined]
 

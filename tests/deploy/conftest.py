@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
+TOOLS_BIN = Path(os.environ.get("ASKELEPHANT_TOOLS_BIN") or REPO_ROOT / ".tools" / "bin")
+"""Where `make tools` puts helm and promtool; the variable lets a test hide them."""
 CHART_DIR = REPO_ROOT / "helm" / "askelephant-kafka"
 CONTRACTS = REPO_ROOT / "docs" / "CONTRACTS.md"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"

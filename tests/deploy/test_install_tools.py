@@ -6,7 +6,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.deploy.conftest import REPO_ROOT, _tool
+
+pytestmark = pytest.mark.tools
 
 
 def test_install_tools_exits_0_when_run_twice() -> None:

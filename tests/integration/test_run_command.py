@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from producer.app import open_checkpoint_store
 from producer.config import load_settings
@@ -185,3 +186,41 @@ def test_sigterm_with_the_broker_down_stops_within_10s(
     assert code == 0
     assert took < 10, f"run took {took:.1f}s to stop with the broker down"
     assert [x for x in json_lines(log_path) if x.get("event") == "stopped"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sync_stops_within_10s_on_a_signal_and_commits_no_unfinished_run(
+    make_env: Callable[..., dict[str, str]], sim: Simulator, tmp_path: Path, signum: int
+) -> None:
+    env = make_env(PAGE_SIZE="10", LOG_FORMAT="json", RESOURCES="tags,engagements")
+    sim.faults.slow(400, resource="engagements")  # 15 pages of 0.4 s: mid-run at the signal
+    log_path = tmp_path / "sync.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "producer", "sync"],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+        )
+        try:
+            wait_for(
+                lambda: sim.stats()["by_resource"].get("engagements", {}).get("requests", 0) >= 3,
+                60,
+                "engagements mid-run",
+            )
+            assert proc.poll() is None, "the sync finished before the signal"
+            stopped_at = time.monotonic()
+            proc.send_signal(signum)
+            out, _ = proc.communicate(timeout=30)
+            took = time.monotonic() - stopped_at
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert took < 10, f"sync took {took:.1f}s to stop"
+    assert proc.returncode == 1  # not every run succeeded
+    summary = {line.split()[0]: line.split()[1] for line in out.splitlines()[2:] if line.strip()}
+    assert summary["engagements"] == "interrupted", out
+    assert any(x.get("event") == "stopped" for x in json_lines(log_path))
+    assert "engagements" not in open_checkpoint_store(load_settings(env)).all()

@@ -296,7 +296,7 @@ def test_runbook_documents_every_metric() -> None:
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    local = ROOT / ".tools" / "bin" / "promtool"
+    local = Path(os.environ.get("ASKELEPHANT_TOOLS_BIN") or ROOT / ".tools" / "bin") / "promtool"
     if local.is_file() and os.access(local, os.X_OK):
         return str(local)
     found = shutil.which("promtool")

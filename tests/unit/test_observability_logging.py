@@ -98,16 +98,16 @@ def test_exception_is_a_string_field() -> None:
 def test_auto_format_text_on_tty_json_otherwise() -> None:
     tty = TTY()
     configure_logging("INFO", "auto", stream=tty)
-    logging.getLogger("a").info("hello world", extra={"resource": "users"})
+    logging.getLogger("producer.a").info("hello world", extra={"resource": "users"})
     text = tty.getvalue()
     assert "INFO" in text
-    assert "a: hello world resource=users" in text
+    assert "producer.a: hello world resource=users" in text
     with pytest.raises(json.JSONDecodeError):
         json.loads(text)
 
     pipe = io.StringIO()
     configure_logging("INFO", "auto", stream=pipe)
-    logging.getLogger("a").info("hello")
+    logging.getLogger("producer.a").info("hello")
     assert json_lines(pipe)[0]["message"] == "hello"
     # the first handler was replaced, not duplicated
     assert tty.getvalue() == text
@@ -134,6 +134,23 @@ def test_httpx_request_lines_silenced_unless_debug() -> None:
     configure_logging("DEBUG", "json", stream=out)
     logging.getLogger("httpx").info("HTTP Request: GET ...")
     assert json_lines(out)[0]["logger"] == "httpx"
+
+
+@pytest.mark.parametrize("library", ["httpx", "confluent_kafka.schema_registry", "svix"])
+def test_library_info_lines_are_dropped_unless_debug(library: str) -> None:
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    logging.getLogger(library).info("HTTP Request: POST http://registry/versions")
+    logging.getLogger("producer.service").info("own line")
+    logging.getLogger(library).warning("library warning")
+    assert [(r["logger"], r["message"]) for r in json_lines(out)] == [
+        ("producer.service", "own line"),
+        (library, "library warning"),
+    ]
+    out = io.StringIO()
+    configure_logging("DEBUG", "json", stream=out)
+    logging.getLogger(library).info("HTTP Request: POST http://registry/versions")
+    assert [r["logger"] for r in json_lines(out)] == [library]
 
 
 def test_redact_patterns_and_registered_secrets() -> None:
