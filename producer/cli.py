@@ -413,8 +413,13 @@ def cmd_reset(settings: Settings, resource: str, to: str | None, *, force: bool 
 
 
 def cmd_dead_letters(settings: Settings, *, as_json: bool) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    from producer.app import check_kafka
     from producer.redrive import count_by_resource_and_reason, read_dead_letters
 
+    # Reading alone would wait out its timeouts on a refused login: fail first, named.
+    check_kafka(settings, AdminClient(settings.kafka_config()))
     letters = [
         letter
         for letter in read_dead_letters(settings.kafka_config(), settings.dead_letter_topic)
