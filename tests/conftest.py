@@ -22,7 +22,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 from devstack import HOW_TO_GET_A_BROKER, LocalStack, StackUnavailable
 from devstack._common import cache_root
-from devstack.kafka import DEFAULT_KAFKA_VERSION
+from devstack.kafka import DEFAULT_KAFKA_VERSION, SECURITY_MODES, RunningKafka, start_local_kafka
 from devstack.registry import DEFAULT_APICURIO_VERSION
 
 log = logging.getLogger("tests.devstack")
@@ -100,6 +100,33 @@ def local_stack() -> Iterator[LocalStack]:
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="session", params=SECURITY_MODES)
+def secure_kafka(request: pytest.FixtureRequest) -> Iterator[RunningKafka]:
+    """A broker of its own whose only client listener is SASL_SSL (SCRAM-SHA-512) or mutual
+    TLS; `client_config` holds what a client needs. Session scope and one mode at a time:
+    pytest groups the tests by mode, so each secured broker starts once per session.
+    A test for one mode only says so with
+    `@pytest.mark.parametrize("secure_kafka", ["mtls"], indirect=True)`."""
+    from tests.support.secrets import SASL_PASSWORD
+
+    mode = str(request.param)
+    try:
+        kafka = start_local_kafka(mode, scram_password=SASL_PASSWORD)
+    except StackUnavailable as exc:
+        message = f"No {mode} Kafka broker for the integration tests: {exc}"
+        if _in_ci():
+            pytest.fail(f"{message}\n(CI=true: a missing broker is a failure)", pytrace=False)
+        pytest.skip(f"{message}\nTo run them: install Java 17+, Maven 3 and openssl.")
+    _stack_description.append(
+        f"{mode} broker: Apache Kafka {kafka.version} at {kafka.bootstrap_servers}, "
+        f"ready in {kafka.start_seconds:.1f}s"
+    )
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
