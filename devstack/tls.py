@@ -21,8 +21,8 @@ from pathlib import Path
 
 from devstack._common import StackUnavailable
 
-#: Where the broker listens (devstack binds loopback only): what its certificate names.
-BROKER_SANS = ("DNS:localhost", "IP:127.0.0.1")
+#: Where devstack servers listen (loopback only): what their certificates name.
+LOOPBACK_SANS = ("DNS:localhost", "IP:127.0.0.1")
 _DAYS = "2"  # outlives any test session, expires before anyone could reuse it
 
 
@@ -157,7 +157,7 @@ def issue(
 def make_broker_certificates(directory: Path) -> BrokerCertificates:
     """A CA, the broker's certificate and keystore, and a client certificate."""
     ca = make_ca(directory)
-    broker = issue(ca, directory, "broker", sans=BROKER_SANS, usage="serverAuth")
+    broker = issue(ca, directory, "broker", sans=LOOPBACK_SANS, usage="serverAuth")
     client = issue(ca, directory, "client", usage="clientAuth")
     password = secrets.token_hex(16)  # a throwaway for a throwaway file
     keystore = directory / "broker.p12"

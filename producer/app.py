@@ -30,7 +30,7 @@ from producer.kafka.admin import (
     topic_exists,
 )
 from producer.kafka.checkpoints import CheckpointStore
-from producer.kafka.connect import ConnectionProblem, probe_cluster
+from producer.kafka.connect import ConnectionProblem, probe_cluster, registry_problem
 from producer.kafka.deletes import DeleteStore
 from producer.kafka.publisher import (
     DeliveryObserver,
@@ -330,6 +330,12 @@ def open_sink(
     # differs between confluent-kafka releases); whatever registration raises at start-up
     # means the registry cannot be used. The traceback stays available at LOG_LEVEL=DEBUG.
     except Exception as exc:
+        auth = settings.schema_registry_auth
+        problem = registry_problem(exc, auth.get_secret_value() if auth else None)
+        if problem is not None:
+            raise StartupError(
+                "schema registry", settings.schema_registry_url, str(problem), problem.check
+            ) from exc
         raise StartupError(
             "schema registry",
             settings.schema_registry_url,

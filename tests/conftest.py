@@ -23,7 +23,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from devstack import HOW_TO_GET_A_BROKER, LocalStack, StackUnavailable
 from devstack._common import cache_root
 from devstack.kafka import DEFAULT_KAFKA_VERSION, SECURITY_MODES, RunningKafka, start_local_kafka
-from devstack.registry import DEFAULT_APICURIO_VERSION
+from devstack.registry import DEFAULT_APICURIO_VERSION, RunningRegistry, start_secure_registry
 
 log = logging.getLogger("tests.devstack")
 
@@ -127,6 +127,29 @@ def secure_kafka(request: pytest.FixtureRequest) -> Iterator[RunningKafka]:
         yield kafka
     finally:
         kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_registry() -> Iterator[RunningRegistry]:
+    """Apicurio Registry of its own behind HTTPS and basic auth (its certificate made at its
+    start); `client_config` holds the CA file and the credentials."""
+    from tests.support.secrets import REGISTRY_PASSWORD
+
+    try:
+        registry = start_secure_registry(REGISTRY_PASSWORD)
+    except StackUnavailable as exc:
+        message = f"No secured schema registry for the integration tests: {exc}"
+        if _in_ci():
+            pytest.fail(f"{message}\n(CI=true: a missing registry is a failure)", pytrace=False)
+        pytest.skip(f"{message}\nTo run them: {HOW_TO_GET_A_BROKER}.")
+    _stack_description.append(
+        f"secured registry: {registry.implementation} at {registry.url}, "
+        f"ready in {registry.start_seconds:.1f}s"
+    )
+    try:
+        yield registry
+    finally:
+        registry.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -209,3 +209,54 @@ def _reason(text: str) -> str:
     """librdkafka's text without the broker prefix and the `(after 5ms in state X)` tail."""
     text = _BROKER_IN_ERROR.sub("", text, count=1).strip()
     return re.sub(r"\s*\(after \d+ms in state [A-Z_]+\)\s*$", "", text)
+
+
+def registry_problem(exc: BaseException, user_info: str | None) -> ConnectionProblem | None:
+    """The cause behind a failed call to the schema registry, when it is one retrying cannot
+    fix: refused credentials (401/403), or a certificate this client refused."""
+    status = getattr(exc, "http_status_code", None)
+    user = user_info.split(":", 1)[0] if user_info else None
+    if status in (401, 403):
+        whose = f" of user {user!r}" if user else " (none were given)"
+        return ConnectionProblem(
+            "authentication",
+            f"the registry refused the credentials{whose} (HTTP {status})",
+            "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO (`user:password`)",
+            "",
+        )
+    verify = _cause_of_type(exc, ssl.SSLCertVerificationError)
+    if verify is None:
+        return None
+    message = str(verify.verify_message or verify)
+    if verify.verify_code in _HOSTNAME_MISMATCH:
+        return ConnectionProblem(
+            "TLS hostname verification",
+            f"the registry's certificate is not valid for this URL's host ({message})",
+            "that SCHEMA_REGISTRY_URL uses a name the registry's certificate carries",
+            "",
+        )
+    return ConnectionProblem(
+        "TLS trust",
+        f"the registry's certificate is not signed by a CA this client trusts ({message})",
+        "SCHEMA_REGISTRY_SSL_CA_LOCATION: the CA certificate that signed the registry's",
+        "",
+    )
+
+
+#: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
+_HOSTNAME_MISMATCH = (62, 64)
+
+
+def _cause_of_type(
+    exc: BaseException, kind: type[ssl.SSLCertVerificationError]
+) -> ssl.SSLCertVerificationError | None:
+    """`exc` or the first exception of `kind` it was raised from (an HTTP library wraps the
+    TLS error in its own)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
