@@ -24,6 +24,7 @@ from devstack import HOW_TO_GET_A_BROKER, LocalStack, StackUnavailable
 from devstack._common import cache_root
 from devstack.kafka import DEFAULT_KAFKA_VERSION, SECURITY_MODES, RunningKafka, start_local_kafka
 from devstack.registry import DEFAULT_APICURIO_VERSION, RunningRegistry, start_secure_registry
+from tests.support import secret_scan
 
 log = logging.getLogger("tests.devstack")
 
@@ -52,6 +53,12 @@ else:
         "local", database=DirectoryBasedExampleDatabase(str(HYPOTHESIS_DB))
     )
     hypothesis_settings.load_profile("local")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every captured output and log is scanned for the test secrets (the module says how).
+    if not config.pluginmanager.has_plugin("secret-scan"):
+        config.pluginmanager.register(secret_scan, "secret-scan")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -99,6 +106,10 @@ def local_stack() -> Iterator[LocalStack]:
     try:
         yield stack
     finally:
+        if stack.kafka is not None:
+            secret_scan.scan_file(stack.kafka.log_path, "the broker's log")
+        if stack.registry is not None:
+            secret_scan.scan_file(stack.registry.log_path, "the registry's log")
         stack.stop()
 
 
@@ -126,6 +137,7 @@ def secure_kafka(request: pytest.FixtureRequest) -> Iterator[RunningKafka]:
     try:
         yield kafka
     finally:
+        secret_scan.scan_file(kafka.log_path, f"the {mode} broker's log")
         kafka.stop()
 
 
@@ -149,6 +161,7 @@ def secure_registry() -> Iterator[RunningRegistry]:
     try:
         yield registry
     finally:
+        secret_scan.scan_file(registry.log_path, "the secured registry's log")
         registry.stop()
 
 
