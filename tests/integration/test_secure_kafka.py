@@ -25,21 +25,11 @@ from producer.sync.run import INVALID_UPDATED_AT
 from producer.webhooks.server import WebhookServer
 from tests.integration.conftest import events_on, latest_on
 from tests.integration.test_deletes import WEBHOOKS, envelope, history, post
-from tests.support.processes import cli
-from tests.support.secrets import API_KEY, SASL_PASSWORD
+from tests.support.processes import cli, error_lines
+from tests.support.secrets import SASL_PASSWORD, assert_no_secret
 
 STARTUP_TIMEOUT_S = 15.0
 """producer.app's: a named failure must come well before it."""
-
-
-def assert_no_secret(result: subprocess.CompletedProcess[str]) -> None:
-    output = result.stdout + result.stderr
-    assert SASL_PASSWORD not in output
-    assert API_KEY not in output
-
-
-def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
-    return [line for line in result.stderr.splitlines() if " ERROR " in line]
 
 
 def test_sync_checkpoints_reset_and_dead_letters(

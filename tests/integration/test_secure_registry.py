@@ -14,9 +14,8 @@ from devstack.tls import make_ca
 from producer.config import load_settings
 from producer.simulator.server import Simulator
 from tests.integration.conftest import latest_on
-from tests.integration.test_secure_kafka import assert_no_secret, error_lines
-from tests.support.processes import cli
-from tests.support.secrets import REGISTRY_PASSWORD
+from tests.support.processes import cli, error_lines
+from tests.support.secrets import REGISTRY_PASSWORD, assert_no_secret
 
 
 def registry_variables(registry: RunningRegistry) -> dict[str, str]:
@@ -39,7 +38,6 @@ def test_a_sync_through_the_secured_registry(
     # decoded with the schemas the secured registry holds
     assert set(latest_on(load_settings(env), "tags")) == set(sim.dataset.ids("tags"))
     assert_no_secret(result)
-    assert REGISTRY_PASSWORD not in result.stdout + result.stderr
 
 
 def _one_registry_error(env: dict[str, str], cause: str, url: str) -> str:
@@ -51,7 +49,6 @@ def _one_registry_error(env: dict[str, str], cause: str, url: str) -> str:
     assert f"schema registry at {url}: {cause} failed" in line
     assert "Traceback" not in result.stderr
     assert_no_secret(result)
-    assert REGISTRY_PASSWORD not in result.stdout + result.stderr
     return line
 
 

@@ -32,6 +32,11 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The ERROR lines a command wrote (LOG_FORMAT=text) on stderr."""
+    return [line for line in result.stderr.splitlines() if " ERROR " in line]
+
+
 def start_run(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """`python -m producer run` in the background, its output in `log_path` (scanned for
     the test secrets when the test ends)."""

@@ -5,6 +5,8 @@ output (tests/support/secret_scan.py) can only mean a leak."""
 
 from __future__ import annotations
 
+import subprocess
+
 from producer.simulator.app import DEFAULT_API_KEY
 
 SASL_PASSWORD = "scram-pw-Q7vTgR2wLk9z-only-in-tests"
@@ -25,3 +27,11 @@ ALL = {
     "webhook secret": WEBHOOK_SECRET,
     "API key": API_KEY,
 }
+
+
+def assert_no_secret(result: subprocess.CompletedProcess[str]) -> None:
+    """None of the secrets is in a command's output (said where a test is about secrets;
+    the scan checks every command's output anyway)."""
+    output = result.stdout + result.stderr
+    leaked = [name for name, value in ALL.items() if value in output]
+    assert not leaked, f"{', '.join(leaked)} in the output of the command"
