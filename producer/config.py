@@ -675,8 +675,21 @@ def _kafka_properties(environ: Mapping[str, str]) -> tuple[dict[str, str], tuple
                 + (" (value not shown)" if secret else f", got {value!r}")
             )
         else:
+            if _missing_file(prop, value):
+                # librdkafka would refuse to create the client with a bare traceback
+                raise ConfigError(
+                    f"{name}" + ("" if secret else f"={value}") + ": no such file or directory"
+                )
             props[prop] = value
     return props, tuple(ignored)
+
+
+def _missing_file(prop: str, value: str) -> bool:
+    """A `*.location` property (CA, certificate, key, ...) naming a path that does not exist
+    (`ssl.ca.location=probe` asks librdkafka to find the system's CAs)."""
+    if not prop.endswith(".location") or (prop == "ssl.ca.location" and value == "probe"):
+        return False
+    return not os.path.exists(value)
 
 
 # ---------------------------------------------------------------------------- loading

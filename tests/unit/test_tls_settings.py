@@ -1,5 +1,6 @@
-"""The registry's TLS settings (SCHEMA_REGISTRY_SSL_*) and naming why a registry call
-failed, without a registry (the real one: tests/integration/test_secure_registry.py)."""
+"""TLS settings: the registry's (SCHEMA_REGISTRY_SSL_*) and Kafka's certificate files
+(KAFKA_SSL_*_LOCATION), and naming why a registry call failed, without a broker or a
+registry (the real ones: tests/integration/test_secure_kafka.py, test_secure_registry.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from producer.cli import main
 from producer.config import ConfigError, load_settings
 from producer.kafka.connect import registry_problem
 
@@ -87,3 +89,32 @@ def test_a_refused_registry_certificate_is_trust_or_hostname() -> None:
     assert hostname.cause == "TLS hostname verification"
     assert registry_problem(ConnectionError("refused"), None) is None
     assert registry_problem(SchemaRegistryError(500, 50001, "boom"), None) is None
+
+
+def test_a_kafka_certificate_file_that_does_not_exist_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"^KAFKA_SSL_CA_LOCATION=/nonexistent.pem: no such"):
+        load_settings({"ASKELEPHANT_API_KEY": KEY, "KAFKA_SSL_CA_LOCATION": "/nonexistent.pem"})
+    # librdkafka's own search for the system's CAs is no path
+    probe = load_settings({"ASKELEPHANT_API_KEY": KEY, "KAFKA_SSL_CA_LOCATION": "probe"})
+    assert probe.kafka_properties["ssl.ca.location"] == "probe"
+
+
+def test_a_certificate_file_librdkafka_cannot_read_is_one_configuration_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate\n")
+    for name, value in {
+        "ASKELEPHANT_API_KEY": KEY,
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",  # never reached: the client is refused first
+        "KAFKA_SECURITY_PROTOCOL": "SSL",
+        "KAFKA_SSL_CA_LOCATION": str(garbage),
+        "LOG_FORMAT": "text",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert main(["checkpoints"]) == 2
+    err = capsys.readouterr().err
+    [line] = err.splitlines()
+    # librdkafka's words after the prefix vary with its OpenSSL; the property is named
+    assert line.startswith("configuration error: KAFKA_* settings: ")
+    assert "ssl.ca.location" in line
