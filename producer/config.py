@@ -610,6 +610,32 @@ class Settings:
             )
 
 
+def _registry_tls(model: _Model) -> dict[str, str]:
+    """The registry's TLS files, checked here: a wrong path would otherwise surface as a
+    handshake failure at the first schema registration."""
+    files = {
+        "ssl.ca.location": ("SCHEMA_REGISTRY_SSL_CA_LOCATION", model.schema_registry_ca),
+        "ssl.certificate.location": (
+            "SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION",
+            model.schema_registry_cert,
+        ),
+        "ssl.key.location": ("SCHEMA_REGISTRY_SSL_KEY_LOCATION", model.schema_registry_key),
+    }
+    conf: dict[str, str] = {}
+    for prop, (env, value) in files.items():
+        if value is None:
+            continue
+        if not os.path.exists(value):
+            raise ConfigError(f"{env}={value}: no such file or directory")
+        conf[prop] = value
+    if "ssl.key.location" in conf and "ssl.certificate.location" not in conf:
+        raise ConfigError(
+            "SCHEMA_REGISTRY_SSL_KEY_LOCATION is set but SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION "
+            "is not"
+        )
+    return conf
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("configuration (flags override environment variables)")
     for option in SETTINGS:
@@ -693,32 +719,6 @@ def _missing_file(prop: str, value: str) -> bool:
 
 
 # ---------------------------------------------------------------------------- loading
-
-
-def _registry_tls(model: _Model) -> dict[str, str]:
-    """The registry's TLS files, checked here: a wrong path would otherwise surface as a
-    handshake failure at the first schema registration."""
-    files = {
-        "ssl.ca.location": ("SCHEMA_REGISTRY_SSL_CA_LOCATION", model.schema_registry_ca),
-        "ssl.certificate.location": (
-            "SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION",
-            model.schema_registry_cert,
-        ),
-        "ssl.key.location": ("SCHEMA_REGISTRY_SSL_KEY_LOCATION", model.schema_registry_key),
-    }
-    conf: dict[str, str] = {}
-    for prop, (env, value) in files.items():
-        if value is None:
-            continue
-        if not os.path.exists(value):
-            raise ConfigError(f"{env}={value}: no such file or directory")
-        conf[prop] = value
-    if "ssl.key.location" in conf and "ssl.certificate.location" not in conf:
-        raise ConfigError(
-            "SCHEMA_REGISTRY_SSL_KEY_LOCATION is set but SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION "
-            "is not"
-        )
-    return conf
 
 
 def load_settings(
