@@ -18,7 +18,7 @@ import pytest
 
 from devstack.kafka import RunningKafka
 from devstack.tls import make_ca
-from producer.app import build_app
+from producer.app import STARTUP_TIMEOUT_S, build_app
 from producer.config import load_settings
 from producer.simulator.server import Simulator
 from producer.sync.run import INVALID_UPDATED_AT
@@ -27,9 +27,6 @@ from tests.integration.conftest import events_on, latest_on
 from tests.integration.test_deletes import WEBHOOKS, envelope, history, post
 from tests.support.processes import cli, error_lines
 from tests.support.secrets import SASL_PASSWORD, assert_no_secret
-
-STARTUP_TIMEOUT_S = 15.0
-"""producer.app's: a named failure must come well before it."""
 
 
 def test_sync_checkpoints_reset_and_dead_letters(
@@ -119,7 +116,7 @@ def _fails_fast_with(
     assert f"{cause} failed" in line
     assert "Traceback" not in result.stderr
     assert_no_secret(result)
-    # named as soon as it is known, not after the whole metadata timeout
+    # named as soon as it is known, well before the metadata timeout (STARTUP_TIMEOUT_S)
     assert seconds < STARTUP_TIMEOUT_S - 5, seconds
     return result, line
 
