@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -50,6 +51,7 @@ from devstack._common import (
     tail,
     wait_until,
 )
+from devstack.tls import BrokerCertificates, make_broker_certificates
 
 log = logging.getLogger("devstack.kafka")
 
@@ -79,12 +81,108 @@ class RunningKafka:
     log_path: Path | None = None
     #: Docker path only: the testcontainers Network the broker is on (for the registry).
     docker_network: Any = None
+    #: librdkafka properties a client needs besides bootstrap.servers (a secured broker:
+    #: security.protocol, SASL credentials, CA and client certificate files); empty for
+    #: a PLAINTEXT broker.
+    client_config: dict[str, str] = field(default_factory=dict, repr=False)
     _stopper: Callable[[], None] | None = field(default=None, repr=False)
 
     def stop(self) -> None:
         stopper, self._stopper = self._stopper, None
         if stopper is not None:
             stopper()
+
+
+# --------------------------------------------------------------------------- security
+
+#: Client listener modes of a secured broker (`start_local_kafka(security=...)`).
+SECURITY_MODES = ("sasl_ssl", "mtls")
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+DEFAULT_SCRAM_USER = "askelephant-producer"
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """How the client listener of a secured broker is protected, and what a client needs.
+
+    ``sasl_ssl``: TLS, then SCRAM-SHA-512 (the credentials are written into the metadata
+    log when the storage is formatted, as `kafka-storage format --add-scram` does).
+    ``mtls``: TLS in both directions (``ssl.client.auth=required``): a client without a
+    certificate signed by the broker's CA is refused during the handshake.
+    """
+
+    mode: str
+    certificates: BrokerCertificates
+    username: str = DEFAULT_SCRAM_USER
+    password: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in SECURITY_MODES:
+            raise StackUnavailable(
+                f"broker security {self.mode!r}: expected one of {SECURITY_MODES}"
+            )
+        if self.mode == "sasl_ssl" and not self.password:
+            raise StackUnavailable("a SASL_SSL broker needs a SCRAM password")
+
+    @property
+    def protocol(self) -> str:
+        return "SASL_SSL" if self.mode == "sasl_ssl" else "SSL"
+
+    def server_properties(
+        self, broker_port: int, controller_port: int, internal_port: int
+    ) -> dict[str, str]:
+        certs = self.certificates
+        props = {
+            "listeners": f"CLIENT://127.0.0.1:{broker_port},INTERNAL://127.0.0.1:{internal_port},"
+            f"CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"CLIENT://127.0.0.1:{broker_port},"
+            f"INTERNAL://127.0.0.1:{internal_port}",
+            "inter.broker.listener.name": "INTERNAL",
+            "listener.security.protocol.map": f"CLIENT:{self.protocol},INTERNAL:PLAINTEXT,"
+            "CONTROLLER:PLAINTEXT",
+            "listener.name.client.ssl.keystore.type": "PKCS12",
+            "listener.name.client.ssl.keystore.location": str(certs.broker_keystore),
+            "listener.name.client.ssl.keystore.password": certs.keystore_password,
+        }
+        if self.mode == "sasl_ssl":
+            mechanism = SCRAM_MECHANISM.lower()
+            props["listener.name.client.sasl.enabled.mechanisms"] = SCRAM_MECHANISM
+            # The broker only verifies SCRAM logins: its JAAS entry needs no credentials.
+            props[f"listener.name.client.{mechanism}.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            )
+        else:
+            props["listener.name.client.ssl.client.auth"] = "required"
+            props["listener.name.client.ssl.truststore.type"] = "PEM"
+            props["listener.name.client.ssl.truststore.location"] = str(certs.ca.cert)
+        return props
+
+    def format_arguments(self) -> list[str]:
+        """`kafka-storage format` arguments that create the SCRAM credentials."""
+        if self.mode != "sasl_ssl":
+            return []
+        return ["--add-scram", f"{SCRAM_MECHANISM}=[name={self.username},password={self.password}]"]
+
+    def client_config(self) -> dict[str, str]:
+        """The librdkafka properties of a client that connects as it should."""
+        certs = self.certificates
+        conf = {"security.protocol": self.protocol, "ssl.ca.location": str(certs.ca.cert)}
+        if self.mode == "sasl_ssl":
+            conf.update(
+                {
+                    "sasl.mechanism": SCRAM_MECHANISM,
+                    "sasl.username": self.username,
+                    "sasl.password": self.password,
+                }
+            )
+        else:
+            conf.update(
+                {
+                    "ssl.certificate.location": str(certs.client.cert),
+                    "ssl.key.location": str(certs.client.key),
+                }
+            )
+        return conf
 
 
 # --------------------------------------------------------------------------- selection
@@ -406,31 +504,39 @@ def _format_bootstrap_checkpoint(install: KafkaInstall, java: str) -> None:
     with tempfile.TemporaryDirectory(prefix="kafka-format-") as tmp:
         work = Path(tmp)
         data = work / "data"
-        controller_port = free_port()
         props = work / "server.properties"
         props.write_text(
-            _server_properties(data, broker_port=free_port(), controller_port=controller_port),
+            _server_properties(data, broker_port=free_port(), controller_port=free_port()),
             encoding="utf-8",
         )
-        (work / "log4j2.properties").write_text(_package_text(_LOG4J), encoding="utf-8")
-        cmd = [
-            java,
-            f"-Dlog4j2.configurationFile={work / 'log4j2.properties'}",
-            "-cp",
-            install.classpath(),
-            "kafka.tools.StorageTool",
-            "format",
-            "-t",
-            new_cluster_id(),
-            "-c",
-            str(props),
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-        checkpoint = data / "bootstrap.checkpoint"
-        if result.returncode != 0 or not checkpoint.is_file():
-            output = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
-            raise StackUnavailable(f"kafka-storage format failed ({result.returncode}):\n{output}")
-        shutil.copyfile(checkpoint, install.bootstrap_checkpoint)
+        _storage_format(install, java, props, work, data)
+        shutil.copyfile(data / "bootstrap.checkpoint", install.bootstrap_checkpoint)
+
+
+def _storage_format(
+    install: KafkaInstall, java: str, props: Path, work: Path, data: Path, *extra: str
+) -> None:
+    """`kafka-storage format` of `data` (the log.dirs of `props`), with `extra` arguments."""
+    log4j = work / "log4j2.properties"
+    if not log4j.is_file():
+        log4j.write_text(_package_text(_LOG4J), encoding="utf-8")
+    cmd = [
+        java,
+        f"-Dlog4j2.configurationFile={log4j}",
+        "-cp",
+        install.classpath(),
+        "kafka.tools.StorageTool",
+        "format",
+        "-t",
+        new_cluster_id(),
+        "-c",
+        str(props),
+        *extra,
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    if result.returncode != 0 or not (data / "bootstrap.checkpoint").is_file():
+        output = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
+        raise StackUnavailable(f"kafka-storage format failed ({result.returncode}):\n{output}")
 
 
 def new_cluster_id() -> str:
@@ -441,13 +547,26 @@ def new_cluster_id() -> str:
             return text
 
 
-def _server_properties(data_dir: Path, *, broker_port: int, controller_port: int) -> str:
-    """Single-node combined broker+controller, tuned for fast tests on a small machine."""
+def _server_properties(
+    data_dir: Path,
+    *,
+    broker_port: int,
+    controller_port: int,
+    security: BrokerSecurity | None = None,
+    internal_port: int = 0,
+) -> str:
+    """Single-node combined broker+controller, tuned for fast tests on a small machine.
+
+    With `security`, clients get one listener (CLIENT: SASL_SSL or SSL with client
+    authentication) and the broker talks to itself (transaction markers, ...) over a
+    PLAINTEXT loopback listener (INTERNAL) that is never handed to a client.
+    """
+    listeners = f"PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}"
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}",
+        "listeners": listeners,
         "advertised.listeners": f"PLAINTEXT://127.0.0.1:{broker_port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
@@ -469,6 +588,8 @@ def _server_properties(data_dir: Path, *, broker_port: int, controller_port: int
         "num.recovery.threads.per.data.dir": "1",
         "log.cleaner.threads": "1",
     }
+    if security is not None:
+        settings.update(security.server_properties(broker_port, controller_port, internal_port))
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
@@ -481,18 +602,18 @@ def _write_log_dir(data_dir: Path, install: KafkaInstall) -> None:
     )
 
 
-def _broker_ready(bootstrap: str) -> bool:
+def _broker_ready(bootstrap: str, client_config: dict[str, str] | None = None) -> bool:
     host, port = bootstrap.rsplit(":", 1)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         if sock.connect_ex((host, int(port))) != 0:
             return False
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient({**(client_config or {}), "bootstrap.servers": bootstrap, "log_level": 0})
     metadata = admin.list_topics(timeout=2)
     return bool(metadata.brokers)
 
 
-def _group_coordinator_ready(bootstrap: str) -> bool:
+def _group_coordinator_ready(bootstrap: str, client_config: dict[str, str] | None = None) -> bool:
     """Fetch a group's committed offset: makes the broker create and load __consumer_offsets.
 
     Done during start-up it costs ~1 s; left to the first consumer of a test it costs ~3 s.
@@ -500,7 +621,12 @@ def _group_coordinator_ready(bootstrap: str) -> bool:
     can segfault while the coordinator is still loading.)
     """
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "devstack-warm-up", "log_level": 0}
+        {
+            **(client_config or {}),
+            "bootstrap.servers": bootstrap,
+            "group.id": "devstack-warm-up",
+            "log_level": 0,
+        }
     )
     try:
         consumer.committed([TopicPartition("devstack-warm-up", 0)], timeout=10)
@@ -512,11 +638,29 @@ def _group_coordinator_ready(bootstrap: str) -> bool:
 class LocalKafkaBroker:
     """One `kafka.Kafka` JVM (KRaft broker+controller) using the cached jars."""
 
-    def __init__(self, install: KafkaInstall, java: str, java_full_version: str) -> None:
+    def __init__(
+        self,
+        install: KafkaInstall,
+        java: str,
+        java_full_version: str,
+        security: str | None = None,
+        scram_password: str | None = None,
+    ) -> None:
         self.install = install
         self.java = java
         self.java_version = java_full_version
         self.workdir = make_workdir("askelephant-kafka-broker-")
+        self.security: BrokerSecurity | None = None
+        if security is not None:
+            try:
+                self.security = BrokerSecurity(
+                    security,
+                    make_broker_certificates(self.workdir / "tls"),
+                    password=scram_password or f"devstack-{secrets.token_hex(12)}",
+                )
+            except BaseException:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                raise
         self.process: ManagedProcess | None = None
         self.bootstrap_servers = ""
         self._cds_dump: Path | None = None
@@ -543,15 +687,35 @@ class LocalKafkaBroker:
     def start(self, timeout: float) -> float:
         """Start the JVM and wait until it serves metadata; returns the seconds it took."""
         (self.workdir / "log4j2.properties").write_text(_package_text(_LOG4J), encoding="utf-8")
+        security = self.security
+        client_config = security.client_config() if security is not None else {}
         for attempt in range(1, 4):
             broker_port, controller_port = free_port(), free_port()
             data = self.workdir / f"data-{attempt}"
-            _write_log_dir(data, self.install)
             props = self.workdir / "server.properties"
             props.write_text(
-                _server_properties(data, broker_port=broker_port, controller_port=controller_port),
+                _server_properties(
+                    data,
+                    broker_port=broker_port,
+                    controller_port=controller_port,
+                    security=security,
+                    internal_port=free_port() if security is not None else 0,
+                ),
                 encoding="utf-8",
             )
+            if security is not None and security.format_arguments():
+                # SCRAM credentials live in the metadata log: this storage is formatted for
+                # this broker (one more short JVM) instead of copying the cached bootstrap file.
+                _storage_format(
+                    self.install,
+                    self.java,
+                    props,
+                    self.workdir,
+                    data,
+                    *security.format_arguments(),
+                )
+            else:
+                _write_log_dir(data, self.install)
             heap = os.environ.get("DEVSTACK_KAFKA_HEAP", "512m")
             argv = [
                 self.java,
@@ -573,13 +737,13 @@ class LocalKafkaBroker:
             self.process = ManagedProcess("kafka broker", argv, self.log_path, cwd=self.workdir)
             try:
                 wait_until(
-                    lambda: _broker_ready(self.bootstrap_servers),
+                    lambda: _broker_ready(self.bootstrap_servers, client_config),
                     what=f"Kafka broker at {self.bootstrap_servers}",
                     timeout=timeout,
                     process=self.process,
                 )
                 wait_until(
-                    lambda: _group_coordinator_ready(self.bootstrap_servers),
+                    lambda: _group_coordinator_ready(self.bootstrap_servers, client_config),
                     what=f"Kafka group coordinator at {self.bootstrap_servers}",
                     timeout=timeout,
                     process=self.process,
@@ -619,14 +783,21 @@ class LocalKafkaBroker:
         log.info("Kafka broker stopped in %.1fs", time.monotonic() - started)
 
 
-def start_local_kafka() -> RunningKafka:
-    """The Maven/Java path: cached Apache Kafka jars, one KRaft JVM on loopback ports."""
+def start_local_kafka(
+    security: str | None = None, *, scram_password: str | None = None
+) -> RunningKafka:
+    """The Maven/Java path: cached Apache Kafka jars, one KRaft JVM on loopback ports.
+
+    `security` ("sasl_ssl" or "mtls", see `BrokerSecurity`) secures the client listener with
+    certificates made for this broker; `RunningKafka.client_config` then holds what a client
+    needs. `scram_password` (SASL_SSL): the password of `DEFAULT_SCRAM_USER` (default: random).
+    """
     java = java_executable()
     if java is None:
         raise StackUnavailable(f"No `java` on PATH: {HOW_TO_GET_A_BROKER}.")
     full_version = java_version(java)
     install = ensure_kafka_install(java=java)
-    broker = LocalKafkaBroker(install, java, full_version)
+    broker = LocalKafkaBroker(install, java, full_version, security, scram_password)
     try:
         seconds = broker.start(timeout=env_float("DEVSTACK_START_TIMEOUT", 120))
     except BaseException:
@@ -634,9 +805,10 @@ def start_local_kafka() -> RunningKafka:
         raise
     version = install.jar_version()
     log.info(
-        "Apache Kafka %s broker ready at %s in %.1fs (Java %s, pid %d, log %s)",
+        "Apache Kafka %s broker ready at %s%s in %.1fs (Java %s, pid %d, log %s)",
         version,
         broker.bootstrap_servers,
+        f" ({broker.security.protocol})" if broker.security else "",
         seconds,
         full_version,
         broker.process.pid if broker.process else -1,
@@ -648,5 +820,6 @@ def start_local_kafka() -> RunningKafka:
         how="maven",
         start_seconds=seconds,
         log_path=broker.log_path,
+        client_config=broker.security.client_config() if broker.security else {},
         _stopper=broker.stop,
     )

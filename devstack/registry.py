@@ -16,7 +16,9 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
+import ssl
 import subprocess
 import tarfile
 import tempfile
@@ -47,6 +49,7 @@ from devstack.kafka import (
     java_executable,
     java_version,
 )
+from devstack.tls import LOOPBACK_SANS, Certificate, CertificateAuthority, issue, make_ca
 
 log = logging.getLogger("devstack.registry")
 
@@ -63,6 +66,9 @@ class RunningRegistry:
     version: str = ""
     start_seconds: float = 0.0
     log_path: Path | None = None
+    #: Registry-client properties besides `url` (a secured registry: `ssl.ca.location` and
+    #: `basic.auth.user.info`); empty for a plain HTTP registry without credentials.
+    client_config: dict[str, str] = field(default_factory=dict, repr=False)
     _stopper: Callable[[], None] | None = field(default=None, repr=False)
 
     def stop(self) -> None:
@@ -71,14 +77,19 @@ class RunningRegistry:
             stopper()
 
 
-def registry_answers(url: str, user_info: str | None = None, timeout: float = 2.0) -> bool:
+def registry_answers(
+    url: str,
+    user_info: str | None = None,
+    timeout: float = 2.0,
+    context: ssl.SSLContext | None = None,
+) -> bool:
     """True when GET <url>/subjects gets an HTTP answer (any status: the server is up)."""
     request = urllib.request.Request(url.rstrip("/") + "/subjects")  # noqa: S310 - http(s) only
     if user_info:
         token = base64.b64encode(user_info.encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout, context=context):  # noqa: S310
             return True
     except urllib.error.HTTPError as exc:
         exc.close()
@@ -216,32 +227,101 @@ def ensure_apicurio_install(version: str | None = None) -> ApicurioInstall:
 
 
 def _http_json(
-    method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10.0
+    method: str,
+    url: str,
+    body: dict[str, Any] | None = None,
+    timeout: float = 10.0,
+    *,
+    user_info: str | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback
     request.add_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+    if user_info:
+        token = base64.b64encode(user_info.encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
         return json.loads(response.read() or b"null")
+
+
+DEFAULT_REGISTRY_USER = "askelephant-registry"
+
+
+@dataclass(frozen=True)
+class RegistrySecurity:
+    """HTTPS with basic authentication, done by Apicurio itself (Quarkus): TLS with a
+    certificate made for this registry, and every path behind its embedded user store, so
+    a request without valid credentials gets 401 and plain HTTP is not served at all.
+
+    (Client certificates cannot be required: Quarkus fixes `quarkus.http.ssl.client-auth`
+    when the application is built, and Apicurio's build leaves it off.)
+    """
+
+    ca: CertificateAuthority
+    server: Certificate
+    username: str = DEFAULT_REGISTRY_USER
+    password: str = field(default="", repr=False)
+
+    @property
+    def user_info(self) -> str:
+        return f"{self.username}:{self.password}"
+
+    def quarkus_properties(self) -> dict[str, str]:
+        return {
+            "quarkus.http.insecure-requests": "disabled",
+            "quarkus.tls.key-store.pem.0.cert": str(self.server.cert),
+            "quarkus.tls.key-store.pem.0.key": str(self.server.key),
+            "quarkus.http.auth.basic": "true",
+            "quarkus.security.users.embedded.enabled": "true",
+            "quarkus.security.users.embedded.plain-text": "true",
+            f"quarkus.security.users.embedded.users.{self.username}": self.password,
+            f"quarkus.security.users.embedded.roles.{self.username}": "sr-admin",
+            "quarkus.http.auth.permission.registry.paths": "/*",
+            "quarkus.http.auth.permission.registry.policy": "authenticated",
+        }
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca.cert))
+
+    def client_config(self) -> dict[str, str]:
+        """The registry client's properties (confluent-kafka's names) besides `url`."""
+        return {"ssl.ca.location": str(self.ca.cert), "basic.auth.user.info": self.user_info}
 
 
 class ApicurioProcess:
     """Apicurio Registry in a child JVM; spawn() returns at once, wait() blocks until ready.
 
     Spawning first and waiting later lets the registry boot while the broker JVM boots.
+    With `secured`, it serves HTTPS only and asks for basic-auth credentials
+    (`RegistrySecurity`; `password` default: random).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, secured: bool = False, password: str | None = None) -> None:
         self.workdir = make_workdir("askelephant-apicurio-")
         self.log_path = self.workdir / "apicurio.log"
         self.process: ManagedProcess | None = None
         self.install: ApicurioInstall | None = None
         self.port = 0
         self.started = 0.0
+        self.security: RegistrySecurity | None = None
+        if secured:
+            try:
+                tls = self.workdir / "tls"
+                ca = make_ca(tls)
+                self.security = RegistrySecurity(
+                    ca=ca,
+                    server=issue(ca, tls, "registry", sans=LOOPBACK_SANS),
+                    password=password or f"devstack-{secrets.token_hex(12)}",
+                )
+            except BaseException:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                raise
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.security is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
@@ -256,6 +336,18 @@ class ApicurioProcess:
         java_version(java)  # Apicurio 3.0 needs Java 17+, like the broker
         self.install = ensure_apicurio_install()
         self.port = free_port()
+        port_property = "quarkus.http.port"
+        if self.security is not None:
+            # Quarkus reads config/application.properties in its working directory: the
+            # password stays in a file only this user can read, off the command line.
+            config = self.workdir / "config" / "application.properties"
+            config.parent.mkdir(exist_ok=True)
+            config.write_text(
+                "".join(f"{k}={v}\n" for k, v in self.security.quarkus_properties().items()),
+                encoding="utf-8",
+            )
+            config.chmod(0o600)
+            port_property = "quarkus.http.ssl-port"
         heap = os.environ.get("DEVSTACK_APICURIO_HEAP", "256m")
         argv = [
             java,
@@ -265,7 +357,7 @@ class ApicurioProcess:
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
             "-Dquarkus.http.host=127.0.0.1",
-            f"-Dquarkus.http.port={self.port}",
+            f"-D{port_property}={self.port}",
             # One line per request would bury the start-up lines in the log.
             "-Dquarkus.http.access-log.enabled=false",
             *os.environ.get("DEVSTACK_APICURIO_JVM_OPTS", "").split(),
@@ -280,11 +372,14 @@ class ApicurioProcess:
         process, install = self.process, self.install
         if process is None or install is None:
             raise RuntimeError("spawn() first")
+        security = self.security
+        context = security.ssl_context() if security is not None else None
+        user_info = security.user_info if security is not None else None
         try:
             for attempt in range(1, 4):
                 try:
                     wait_until(
-                        lambda: registry_answers(self.url),
+                        lambda: registry_answers(self.url, context=context),
                         what=f"Apicurio Registry at {self.url}",
                         timeout=timeout,
                         process=process,
@@ -303,8 +398,19 @@ class ApicurioProcess:
             compatibility = os.environ.get(
                 "DEVSTACK_REGISTRY_COMPATIBILITY", DEFAULT_COMPATIBILITY
             ).upper()
-            _http_json("PUT", self.url + "/config", {"compatibility": compatibility})
-            info = _http_json("GET", self.base_url + "/apis/registry/v3/system/info")
+            _http_json(
+                "PUT",
+                self.url + "/config",
+                {"compatibility": compatibility},
+                user_info=user_info,
+                context=context,
+            )
+            info = _http_json(
+                "GET",
+                self.base_url + "/apis/registry/v3/system/info",
+                user_info=user_info,
+                context=context,
+            )
             version = str(info.get("version", install.version)) if isinstance(info, dict) else ""
         except BaseException as exc:
             self.stop()
@@ -315,10 +421,11 @@ class ApicurioProcess:
                 ) from exc
             raise
         log.info(
-            "Apicurio Registry %s (in-memory, Confluent API at %s, compatibility %s) "
+            "Apicurio Registry %s (in-memory, Confluent API at %s%s, compatibility %s) "
             "ready in %.1fs (pid %d, log %s)",
             version,
             self.url,
+            ", basic auth" if security is not None else "",
             compatibility,
             seconds,
             process.pid,
@@ -331,6 +438,7 @@ class ApicurioProcess:
             version=version,
             start_seconds=seconds,
             log_path=self.log_path,
+            client_config=security.client_config() if security is not None else {},
             _stopper=self.stop,
         )
 
@@ -396,3 +504,13 @@ def start_registry(kafka: RunningKafka) -> RunningRegistry:
     if kafka.how == "docker":
         return start_docker_registry(kafka)
     return ApicurioProcess().spawn().wait(env_float("DEVSTACK_START_TIMEOUT", 120))
+
+
+def start_secure_registry(password: str | None = None) -> RunningRegistry:
+    """Apicurio Registry behind HTTPS and basic auth (`RegistrySecurity`); what a client
+    needs is in `RunningRegistry.client_config`."""
+    return (
+        ApicurioProcess(secured=True, password=password)
+        .spawn()
+        .wait(env_float("DEVSTACK_START_TIMEOUT", 120))
+    )

@@ -30,6 +30,7 @@ from producer.kafka.admin import (
     topic_exists,
 )
 from producer.kafka.checkpoints import CheckpointStore
+from producer.kafka.connect import ConnectionProblem, probe_cluster, registry_problem
 from producer.kafka.deletes import DeleteStore
 from producer.kafka.publisher import (
     DeliveryObserver,
@@ -76,9 +77,15 @@ def _reason(exc: BaseException) -> str:
 
 
 def check_kafka(settings: Settings, admin: AdminClient) -> None:
-    """Fail fast, with one clear error, when the brokers cannot be reached."""
+    """Fail fast, with one clear error, when the brokers cannot be reached.
+
+    A probe of its own (producer.kafka.connect) watches librdkafka's errors: a refused login
+    or certificate ends start-up at once, named, instead of after the whole timeout as a
+    transport failure. `admin` connects by itself once the probe got through."""
     try:
-        admin.list_topics(timeout=STARTUP_TIMEOUT_S)
+        probe_cluster(settings.kafka_config(), STARTUP_TIMEOUT_S)
+    except ConnectionProblem as exc:
+        raise StartupError("Kafka", exc.address, str(exc), exc.check) from exc
     except KafkaException as exc:
         raise StartupError(
             "Kafka",
@@ -327,6 +334,12 @@ def open_sink(
     # differs between confluent-kafka releases); whatever registration raises at start-up
     # means the registry cannot be used. The traceback stays available at LOG_LEVEL=DEBUG.
     except Exception as exc:
+        auth = settings.schema_registry_auth
+        problem = registry_problem(exc, auth.get_secret_value() if auth else None)
+        if problem is not None:
+            raise StartupError(
+                "schema registry", settings.schema_registry_url, str(problem), problem.check
+            ) from exc
         raise StartupError(
             "schema registry",
             settings.schema_registry_url,

@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
+from confluent_kafka import KafkaError, KafkaException
+
 from producer import __version__
 from producer.config import ConfigError, Settings, add_flags, load_settings
-from producer.observability.logging import configure_logging
+from producer.observability.logging import configure_logging, redact
 from producer.service import RunReport
 from producer.sync.checkpoint import Checkpoint, reset_checkpoint
 from producer.sync.run import RunStats
@@ -124,6 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_reset(settings, args.resource, args.to, force=args.force)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KafkaException as exc:
+        # librdkafka refuses to create a client whose settings it cannot apply (a CA file
+        # that is no certificate, a key that does not fit its certificate): a configuration
+        # error, one line, rather than a traceback.
+        error = exc.args[0] if exc.args else None
+        if not isinstance(error, KafkaError) or error.code() != KafkaError._INVALID_ARG:
+            raise
+        print(f"configuration error: KAFKA_* settings: {redact(error.str())}", file=sys.stderr)
         return EXIT_CONFIG
     except StartupError as exc:
         # One line that says what to check; the traceback only helps at DEBUG.
@@ -465,8 +476,13 @@ def cmd_reset(settings: Settings, resource: str, to: str | None, *, force: bool 
 
 
 def cmd_dead_letters(settings: Settings, *, as_json: bool) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    from producer.app import check_kafka
     from producer.redrive import count_by_resource_and_reason, read_dead_letters
 
+    # Reading alone would wait out its timeouts on a refused login: fail first, named.
+    check_kafka(settings, AdminClient(settings.kafka_config()))
     letters = [
         letter
         for letter in read_dead_letters(settings.kafka_config(), settings.dead_letter_topic)

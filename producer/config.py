@@ -93,6 +93,28 @@ SETTINGS: tuple[Option, ...] = (
         secret=True,
         empty_ok=True,
     ),
+    Option(
+        "SCHEMA_REGISTRY_SSL_CA_LOCATION",
+        None,
+        "CA certificate file (PEM) or directory that verifies an https registry "
+        "(unset: the system's CAs)",
+        empty_ok=True,
+        doc_default="(unset)",
+    ),
+    Option(
+        "SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION",
+        None,
+        "client certificate (PEM) for a registry that asks for one",
+        empty_ok=True,
+        doc_default="(unset)",
+    ),
+    Option(
+        "SCHEMA_REGISTRY_SSL_KEY_LOCATION",
+        None,
+        "private key (PEM) of SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION",
+        empty_ok=True,
+        doc_default="(unset)",
+    ),
     Option("TOPIC_PREFIX", "askelephant.", "prefix of the per-resource topics", empty_ok=True),
     Option(
         "CHECKPOINT_TOPIC",
@@ -406,6 +428,11 @@ class _Model(BaseModel):
     bootstrap_servers: str = _field("KAFKA_BOOTSTRAP_SERVERS")
     schema_registry_url: Url = _field("SCHEMA_REGISTRY_URL")
     schema_registry_auth: str | None = _field("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", default=None)
+    schema_registry_ca: str | None = _field("SCHEMA_REGISTRY_SSL_CA_LOCATION", default=None)
+    schema_registry_cert: str | None = _field(
+        "SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION", default=None
+    )
+    schema_registry_key: str | None = _field("SCHEMA_REGISTRY_SSL_KEY_LOCATION", default=None)
     topic_prefix: OptionalTopic = _field("TOPIC_PREFIX", default="")
     checkpoint_topic: Topic = _field("CHECKPOINT_TOPIC")
     resources: Annotated[tuple[str, ...], BeforeValidator(_resources)] = _field("RESOURCES")
@@ -540,6 +567,8 @@ class Settings:
     api_max_requests_per_second: float = 10.0
     """Shared by every API client of the process (`producer.api.budget`); 0: no rate cap."""
     api_max_concurrent_requests: int = 4
+    schema_registry_tls: Mapping[str, str] = field(default_factory=dict)
+    """The registry client's `ssl.*` properties (CA, client certificate and key files)."""
 
     def topic_for(self, resource: str) -> str:
         return f"{self.topic_prefix}{resource}"
@@ -570,7 +599,7 @@ class Settings:
         }
 
     def registry_config(self) -> dict[str, Any]:
-        conf: dict[str, Any] = {"url": self.schema_registry_url}
+        conf: dict[str, Any] = {"url": self.schema_registry_url, **self.schema_registry_tls}
         if self.schema_registry_auth:
             conf["basic.auth.user.info"] = self.schema_registry_auth.get_secret_value()
         return conf
@@ -590,6 +619,32 @@ class Settings:
                 ", ".join(self.ignored_kafka_variables),
                 extra={"ignored_variables": list(self.ignored_kafka_variables)},
             )
+
+
+def _registry_tls(model: _Model) -> dict[str, str]:
+    """The registry's TLS files, checked here: a wrong path would otherwise surface as a
+    handshake failure at the first schema registration."""
+    files = {
+        "ssl.ca.location": ("SCHEMA_REGISTRY_SSL_CA_LOCATION", model.schema_registry_ca),
+        "ssl.certificate.location": (
+            "SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION",
+            model.schema_registry_cert,
+        ),
+        "ssl.key.location": ("SCHEMA_REGISTRY_SSL_KEY_LOCATION", model.schema_registry_key),
+    }
+    conf: dict[str, str] = {}
+    for prop, (env, value) in files.items():
+        if value is None:
+            continue
+        if not os.path.exists(value):
+            raise ConfigError(f"{env}={value}: no such file or directory")
+        conf[prop] = value
+    if "ssl.key.location" in conf and "ssl.certificate.location" not in conf:
+        raise ConfigError(
+            "SCHEMA_REGISTRY_SSL_KEY_LOCATION is set but SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION "
+            "is not"
+        )
+    return conf
 
 
 def add_flags(parser: argparse.ArgumentParser, only: frozenset[str] | None = None) -> None:
@@ -663,8 +718,21 @@ def _kafka_properties(environ: Mapping[str, str]) -> tuple[dict[str, str], tuple
                 + (" (value not shown)" if secret else f", got {value!r}")
             )
         else:
+            if _missing_file(prop, value):
+                # librdkafka would refuse to create the client with a bare traceback
+                raise ConfigError(
+                    f"{name}" + ("" if secret else f"={value}") + ": no such file or directory"
+                )
             props[prop] = value
     return props, tuple(ignored)
+
+
+def _missing_file(prop: str, value: str) -> bool:
+    """A `*.location` property (CA, certificate, key, ...) naming a path that does not exist
+    (`ssl.ca.location=probe` asks librdkafka to find the system's CAs)."""
+    if not prop.endswith(".location") or (prop == "ssl.ca.location" and value == "probe"):
+        return False
+    return not os.path.exists(value)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -741,6 +809,7 @@ def load_settings(
 
     kafka_properties, ignored = _kafka_properties(environ)
     return Settings(
+        schema_registry_tls=_registry_tls(model),
         api_url=model.api_url,
         credentials=credentials,
         bootstrap_servers=model.bootstrap_servers,

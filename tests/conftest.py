@@ -22,8 +22,9 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 from devstack import HOW_TO_GET_A_BROKER, LocalStack, StackUnavailable
 from devstack._common import cache_root
-from devstack.kafka import DEFAULT_KAFKA_VERSION
-from devstack.registry import DEFAULT_APICURIO_VERSION
+from devstack.kafka import DEFAULT_KAFKA_VERSION, SECURITY_MODES, RunningKafka, start_local_kafka
+from devstack.registry import DEFAULT_APICURIO_VERSION, RunningRegistry, start_secure_registry
+from tests.support import secret_scan
 
 log = logging.getLogger("tests.devstack")
 
@@ -52,6 +53,12 @@ else:
         "local", database=DirectoryBasedExampleDatabase(str(HYPOTHESIS_DB))
     )
     hypothesis_settings.load_profile("local")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every captured output and log is scanned for the test secrets (the module says how).
+    if not config.pluginmanager.has_plugin("secret-scan"):
+        config.pluginmanager.register(secret_scan, "secret-scan")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -106,7 +113,63 @@ def local_stack() -> Iterator[LocalStack]:
     try:
         yield stack
     finally:
+        if stack.kafka is not None:
+            secret_scan.scan_file(stack.kafka.log_path, "the broker's log")
+        if stack.registry is not None:
+            secret_scan.scan_file(stack.registry.log_path, "the registry's log")
         stack.stop()
+
+
+@pytest.fixture(scope="session", params=SECURITY_MODES)
+def secure_kafka(request: pytest.FixtureRequest) -> Iterator[RunningKafka]:
+    """A broker of its own whose only client listener is SASL_SSL (SCRAM-SHA-512) or mutual
+    TLS; `client_config` holds what a client needs. Session scope and one mode at a time:
+    pytest groups the tests by mode, so each secured broker starts once per session.
+    A test for one mode only says so with
+    `@pytest.mark.parametrize("secure_kafka", ["mtls"], indirect=True)`."""
+    from tests.support.secrets import SASL_PASSWORD
+
+    mode = str(request.param)
+    try:
+        kafka = start_local_kafka(mode, scram_password=SASL_PASSWORD)
+    except StackUnavailable as exc:
+        message = f"No {mode} Kafka broker for the integration tests: {exc}"
+        if _in_ci():
+            pytest.fail(f"{message}\n(CI=true: a missing broker is a failure)", pytrace=False)
+        pytest.skip(f"{message}\nTo run them: install Java 17+, Maven 3 and openssl.")
+    _stack_description.append(
+        f"{mode} broker: Apache Kafka {kafka.version} at {kafka.bootstrap_servers}, "
+        f"ready in {kafka.start_seconds:.1f}s"
+    )
+    try:
+        yield kafka
+    finally:
+        secret_scan.scan_file(kafka.log_path, f"the {mode} broker's log")
+        kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_registry() -> Iterator[RunningRegistry]:
+    """Apicurio Registry of its own behind HTTPS and basic auth (its certificate made at its
+    start); `client_config` holds the CA file and the credentials."""
+    from tests.support.secrets import REGISTRY_PASSWORD
+
+    try:
+        registry = start_secure_registry(REGISTRY_PASSWORD)
+    except StackUnavailable as exc:
+        message = f"No secured schema registry for the integration tests: {exc}"
+        if _in_ci():
+            pytest.fail(f"{message}\n(CI=true: a missing registry is a failure)", pytrace=False)
+        pytest.skip(f"{message}\nTo run them: {HOW_TO_GET_A_BROKER}.")
+    _stack_description.append(
+        f"secured registry: {registry.implementation} at {registry.url}, "
+        f"ready in {registry.start_seconds:.1f}s"
+    )
+    try:
+        yield registry
+    finally:
+        secret_scan.scan_file(registry.log_path, "the secured registry's log")
+        registry.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

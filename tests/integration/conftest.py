@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from devstack.kafka import RunningKafka
 from producer.app import App, build_app
 from producer.config import Settings, load_settings
 from producer.kafka.reader import latest_per_key, read_topic
@@ -40,6 +41,30 @@ def make_env(local_stack: Any, sim: Simulator) -> Callable[..., dict[str, str]]:
             "MAX_RETRY_WAIT_SECONDS": "20",
             **overrides,
         }
+
+    return make
+
+
+def kafka_variables(client_config: Mapping[str, str]) -> dict[str, str]:
+    """librdkafka properties as the producer takes them: `KAFKA_<PROPERTY>` variables."""
+    return {
+        f"KAFKA_{name.upper().replace('.', '_')}": value for name, value in client_config.items()
+    }
+
+
+@pytest.fixture
+def secure_env(
+    make_env: Callable[..., dict[str, str]], secure_kafka: RunningKafka
+) -> Callable[..., dict[str, str]]:
+    """`make_env` for the secured broker of `secure_kafka`'s mode (SASL_SSL or mutual TLS),
+    its security settings passed as an operator would: `KAFKA_*` variables."""
+
+    def make(**overrides: str) -> dict[str, str]:
+        secured = {
+            "KAFKA_BOOTSTRAP_SERVERS": secure_kafka.bootstrap_servers,
+            **kafka_variables(secure_kafka.client_config),
+        }
+        return make_env(**{**secured, **overrides})
 
     return make
 

@@ -26,8 +26,9 @@ from producer.sync.timestamps import format_instant, instant_micros
 from producer.webhooks.delivery import sign
 from producer.webhooks.server import WebhookServer
 from tests.integration.conftest import events_on
+from tests.support.secrets import WEBHOOK_SECRET
 
-SECRET = "whsec_" + "dGVzdC1zZWNyZXQtb2YtdGhlLWRlbGV0ZXMtdGVzdHM="
+SECRET = WEBHOOK_SECRET
 OTHER_SECRET = "whsec_" + "YW5vdGhlci1zZWNyZXQtbm90LWNvbmZpZ3VyZWQ="
 WEBHOOKS = {"WEBHOOK_PORT": "1", "ASKELEPHANT_WEBHOOK_SECRET": SECRET}
 """WEBHOOK_PORT switches the receiver on; the tests serve it on a free port of their own."""

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import httpx
 
+from tests.support import secret_scan
+
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `python -m producer ARGS` as its own process."""
-    return subprocess.run(
+    """Run `python -m producer ARGS` as its own process (its output is scanned for the test
+    secrets: tests/support/secret_scan.py)."""
+    result = subprocess.run(
         [sys.executable, "-m", "producer", *args],
         env={**os.environ, **env},
         capture_output=True,
@@ -23,10 +26,21 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+    command = " ".join(["producer", *args])
+    secret_scan.check(result.stdout, f"stdout of `{command}`")
+    secret_scan.check(result.stderr, f"stderr of `{command}`")
+    return result
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The ERROR lines a command wrote (LOG_FORMAT=text) on stderr."""
+    return [line for line in result.stderr.splitlines() if " ERROR " in line]
 
 
 def start_run(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """`python -m producer run` in the background, its output in `log_path`."""
+    """`python -m producer run` in the background, its output in `log_path` (scanned for
+    the test secrets when the test ends)."""
+    secret_scan.watch_file(log_path, "log of `producer run`")
     with log_path.open("w") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "producer", "run"],
