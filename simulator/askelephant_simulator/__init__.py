@@ -4,17 +4,16 @@ Every behaviour is traced to the API notes (``# docs/askelephant-api.md §x.y`` 
 undocumented points are marked as simulator choices.  See ``docs/simulator.md``.
 """
 
-from producer.schemas import RESOURCES
-from producer.simulator.app import (
+from askelephant_simulator.app import (
     DEFAULT_API_KEY,
     DEFAULT_API_VERSION,
     DEFAULT_BASE_PATH,
     SimulatorApp,
 )
-from producer.simulator.changes import Churn, ScheduledMutation
-from producer.simulator.clock import Precision, SimClock, format_ts, parse_ts
-from producer.simulator.control import CONTROL_PREFIX
-from producer.simulator.dataset import (
+from askelephant_simulator.changes import Churn, ScheduledMutation
+from askelephant_simulator.clock import Precision, SimClock, format_ts, parse_ts
+from askelephant_simulator.control import CONTROL_PREFIX
+from askelephant_simulator.dataset import (
     ENGAGEMENT_TYPES,
     FIELD_ORDER,
     ID_PREFIX,
@@ -24,11 +23,12 @@ from producer.simulator.dataset import (
     Dataset,
     Page,
 )
-from producer.simulator.faults import FaultDecision, FaultInjector, FaultRule
-from producer.simulator.listing import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, ProblemError
-from producer.simulator.responses import RequestInfo
-from producer.simulator.runner import build_parser, main, run_simulator
-from producer.simulator.server import Simulator
+from askelephant_simulator.faults import FaultDecision, FaultInjector, FaultRule
+from askelephant_simulator.listing import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, ProblemError
+from askelephant_simulator.resources import RESOURCES
+from askelephant_simulator.responses import RequestInfo
+from askelephant_simulator.runner import build_parser, main, run_simulator
+from askelephant_simulator.server import Simulator
 
 __all__ = [
     "CONTROL_PREFIX",

@@ -1,11 +1,11 @@
 """The simulator's request handling: :class:`SimulatorApp` turns one HTTP request into a
-:class:`~producer.simulator.responses.Response`, with no sockets involved.
+:class:`~askelephant_simulator.responses.Response`, with no sockets involved.
 
 API routes (base path ``/api`` by default, docs/askelephant-api.md §0):
     GET {base}/v2/{contacts|companies|users|tags|engagements}  list (docs/askelephant-api.md §2)
     GET {base}/v2/{resource}/{id}                      one record (docs/askelephant-api.md §4.2)
 Control routes (no auth; simulator only): ``/_simulator/...`` in
-:mod:`producer.simulator.control`.
+:mod:`askelephant_simulator.control`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
-from producer.schemas import RESOURCES
-from producer.simulator.changes import Churn, ScheduledMutation
-from producer.simulator.clock import format_ts
-from producer.simulator.control import CONTROL_PREFIX, handle_control
-from producer.simulator.dataset import ID_PREFIX, Dataset
-from producer.simulator.faults import FaultDecision, FaultInjector
-from producer.simulator.listing import (
+from askelephant_simulator.changes import Churn, ScheduledMutation
+from askelephant_simulator.clock import format_ts
+from askelephant_simulator.control import CONTROL_PREFIX, handle_control
+from askelephant_simulator.dataset import ID_PREFIX, Dataset
+from askelephant_simulator.faults import FaultDecision, FaultInjector
+from askelephant_simulator.listing import (
     CursorCodec,
     ProblemError,
     envelope,
@@ -34,9 +33,10 @@ from producer.simulator.listing import (
     new_request_id,
     parse_list_query,
 )
-from producer.simulator.responses import RequestHook, RequestInfo, Response, problem_response
+from askelephant_simulator.resources import RESOURCES
+from askelephant_simulator.responses import RequestHook, RequestInfo, Response, problem_response
 
-logger = logging.getLogger("producer.simulator")
+logger = logging.getLogger("askelephant_simulator")
 
 # CONTRACTS.md: default accepted API key of the simulator
 DEFAULT_API_KEY: Final = "sk-apik_simulator.localdevsecret"

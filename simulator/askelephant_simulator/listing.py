@@ -15,8 +15,8 @@ from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from producer.simulator.clock import parse_ts
-from producer.simulator.dataset import ID_PREFIX, Order, SortKey, crockford
+from askelephant_simulator.clock import parse_ts
+from askelephant_simulator.dataset import ID_PREFIX, Order, SortKey, crockford
 
 # docs/askelephant-api.md §2.1: limit defaults to 25, range 1-100
 DEFAULT_LIMIT: Final = 25

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from producer.schemas import RESOURCES
-from producer.simulator.clock import PRECISIONS, Precision, SimClock, format_ts, from_us
+from askelephant_simulator.clock import PRECISIONS, Precision, SimClock, format_ts, from_us
+from askelephant_simulator.resources import RESOURCES
 
 
 class _Sentinel:
