@@ -10,7 +10,8 @@ from urllib.parse import parse_qsl
 
 from askelephant_simulator.changes import ScheduledMutation
 from askelephant_simulator.clock import format_ts, from_us, parse_ts
-from askelephant_simulator.listing import ProblemError, json_body
+from askelephant_simulator.listing import json_body
+from askelephant_simulator.problems import ProblemError
 from askelephant_simulator.resources import RESOURCES
 from askelephant_simulator.responses import Response, problem_response
 

@@ -29,7 +29,8 @@ from askelephant_simulator.clock import PRECISIONS, Precision, SimClock
 from askelephant_simulator.control import CONTROL_PREFIX
 from askelephant_simulator.dataset import Dataset
 from askelephant_simulator.faults import FaultInjector
-from askelephant_simulator.listing import ProblemError, new_request_id
+from askelephant_simulator.listing import new_request_id
+from askelephant_simulator.problems import ProblemError
 from askelephant_simulator.responses import RequestHook, RequestInfo, problem_response
 from askelephant_simulator.webhooks import WebhookSender
 
