@@ -20,9 +20,16 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from askelephant_simulator import ENGAGEMENT_TYPES, EXPAND_VALUES, PROCESSING_STATUSES, Simulator
+from askelephant_simulator import (
+    ENGAGEMENT_TYPES,
+    EXPAND_VALUES,
+    PROCESSING_STATUSES,
+    EngagementQuery,
+    Simulator,
+)
 from askelephant_simulator.clock import parse_ts
 from askelephant_simulator.expansions import transcript_segments, transcript_text
+from askelephant_simulator.listing import QueryShape
 
 pytestmark = pytest.mark.unit
 
@@ -489,3 +496,38 @@ def test_a_deleted_company_leaves_the_expansion_and_the_filter() -> None:
         assert after["data"] == []
         again = c.get(f"/v2/engagements/{linked['id']}", params={"expand": "companies"})
         assert company not in {x["id"] for x in again.json()["companies"]}
+
+
+# ----------------------------------------------------------------------------- query shape
+shapes = st.builds(
+    EngagementQuery,
+    st.frozensets(st.sampled_from(ENGAGEMENT_TYPES)),
+    st.frozensets(st.sampled_from(PROCESSING_STATUSES)),
+    st.frozensets(st.from_regex(r"cmp_[A-Za-z0-9]{1,8}", fullmatch=True), max_size=3),
+    st.frozensets(st.from_regex(r"cnt_[A-Za-z0-9]{1,8}", fullmatch=True), max_size=3),
+    st.frozensets(
+        st.tuples(st.sampled_from(["company", "contact", "deal"]), st.text(min_size=1)),
+        max_size=3,
+    ),
+    st.dictionaries(st.sampled_from(["gt", "gte", "lt", "lte"]), st.integers(0, 2**53)).map(
+        lambda d: tuple(sorted(d.items()))
+    ),
+    st.lists(st.sampled_from(EXPAND_VALUES), unique=True).map(
+        lambda xs: tuple(v for v in EXPAND_VALUES if v in xs)
+    ),
+)
+
+
+@given(shape=shapes)
+def test_a_query_shape_survives_the_cursor_round_trip(shape: EngagementQuery) -> None:
+    # what a cursor carries must come back as the same shape, or pages would change query
+    assert EngagementQuery.from_json(json.loads(json.dumps(shape.to_json()))) == shape
+
+
+@given(shape=shapes, other=shapes)
+def test_different_shapes_have_different_cursor_fingerprints(
+    shape: EngagementQuery, other: EngagementQuery
+) -> None:
+    a = QueryShape("engagements", "asc", (), shape)
+    b = QueryShape("engagements", "asc", (), other)
+    assert (a.fingerprint() == b.fingerprint()) == (shape == other)
