@@ -28,16 +28,22 @@ COPY pyproject.toml README.md* ./
 # Avro schemas (package data), so the runtime stage needs nothing but the wheels.
 COPY producer ./producer
 COPY schemas ./schemas
+# The API simulator is a distribution of its own (never inside the product wheel); its wheel
+# is built here too so that docker-compose can run it from this image (WITH_SIMULATOR below).
+COPY simulator ./simulator
 
-# The project wheel and the wheels of all of its runtime dependencies
+# The project wheel, the simulator wheel and the wheels of all of their runtime dependencies
 # (confluent-kafka, fastavro, ... ship manylinux wheels, so nothing compiles here).
-RUN python -m pip wheel --wheel-dir /wheels .
+RUN python -m pip wheel --wheel-dir /wheels . ./simulator
 
 # --------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
 
 ARG APP_UID=10001
 ARG APP_GID=10001
+# true: also install the API simulator (docker-compose's local stack); the default image
+# holds the product alone.
+ARG WITH_SIMULATOR=false
 
 LABEL org.opencontainers.image.title="askelephant-kafka" \
       org.opencontainers.image.description="Turns the AskElephant public API v2 into Avro change streams on Apache Kafka" \
@@ -60,6 +66,9 @@ RUN groupadd --system --gid "${APP_GID}" app \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv "${VIRTUAL_ENV}" \
  && "${VIRTUAL_ENV}/bin/pip" install --no-index --find-links=/wheels askelephant-kafka \
+ && if [ "${WITH_SIMULATOR}" = "true" ]; then \
+      "${VIRTUAL_ENV}/bin/pip" install --no-index --find-links=/wheels askelephant-simulator; \
+    fi \
  && "${VIRTUAL_ENV}/bin/pip" uninstall -y pip \
  && askelephant-kafka --help >/dev/null
 

@@ -8,10 +8,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo devstack test lint typecheck unit integration bench clean install tools
 
-$(STAMP): pyproject.toml
+# The API simulator is its own distribution (simulator/pyproject.toml), kept out of the
+# product wheel; the tests, the devstack, the demo and the benchmarks need it.
+$(STAMP): pyproject.toml simulator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]' -e ./simulator
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,8 +30,8 @@ tools: $(STAMP)
 	VENV=$(VENV) bash scripts/install-tools.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check producer devstack tests benchmarks
-	$(BIN)/ruff format --check producer devstack tests benchmarks
+	$(BIN)/ruff check producer simulator devstack tests benchmarks
+	$(BIN)/ruff format --check producer simulator devstack tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -48,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info simulator/build simulator/*.egg-info .pytest_cache .mypy_cache .ruff_cache

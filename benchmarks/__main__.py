@@ -112,7 +112,7 @@ def bench_events() -> dict[str, float]:
 def _bench_events_of(resource: str) -> dict[str, float]:
     """Microseconds per record: the reference walk vs the compiled path, and fastavro's
     writer vs the compiled encoder (what the sink uses)."""
-    from producer.simulator.dataset import Dataset
+    from askelephant_simulator.dataset import Dataset
 
     context: dict[str, Any] = {
         "run_id": "b",
@@ -204,7 +204,7 @@ class InstantApi:
 
 
 def bench_end_to_end(args: argparse.Namespace, env: dict[str, str]) -> dict[str, float]:
-    from producer.simulator.server import Simulator
+    from askelephant_simulator.server import Simulator
 
     figures: dict[str, float] = {}
     total = args.records * len(RESOURCES.split(","))

@@ -3,7 +3,7 @@
     python -m benchmarks.instant_api --records 100000 --resources contacts,engagements
 
 prints ``READY <port>`` once it serves, then serves until killed. The records are the
-simulator's (``producer.simulator.dataset.Dataset``: realistic shapes and sizes), repeated
+simulator's (``askelephant_simulator.dataset.Dataset``: realistic shapes and sizes), repeated
 under new ids with strictly ascending ``updated_at``, as one bulk export (no filter, cursors
 ``p<n>``). ``--delay-ms`` holds every response that long (an API with latency). It answers any
 credentials: only the producer's cost is being measured.
@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from producer.simulator.dataset import Dataset
+from askelephant_simulator.dataset import Dataset
 
 BASE_PATH = "/api/v2/"
 TEMPLATES = 1_000

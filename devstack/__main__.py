@@ -16,9 +16,9 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from askelephant_simulator.server import Simulator
 from devstack._common import HOW_TO_GET_A_BROKER, StackUnavailable
 from devstack.stack import LocalStack
-from producer.simulator.server import Simulator
 
 #: The last line printed once everything is up (tests wait for it).
 READY_LINE = "devstack ready; Ctrl-C stops the broker, the registry and the simulator"

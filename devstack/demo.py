@@ -27,6 +27,8 @@ from typing import TextIO
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from askelephant_simulator.server import Simulator
+from askelephant_simulator.webhooks import WebhookSender
 from devstack.stack import LocalStack
 from producer.app import App, build_app
 from producer.cli import render_summary
@@ -35,8 +37,6 @@ from producer.kafka.reader import read_topic
 from producer.observability.logging import configure_logging
 from producer.schemas import RESOURCES
 from producer.service import RunReport
-from producer.simulator.server import Simulator
-from producer.simulator.webhooks import WebhookSender
 from producer.webhooks.server import WebhookServer
 
 log = logging.getLogger("devstack.demo")

@@ -40,6 +40,12 @@ SHUTDOWN_BUDGET_S = 8.5
 EXIT_STARTUP = 1
 EXIT_FENCED = 3
 """Exactly-once: another instance with the same PRODUCER_ID took over."""
+SIMULATOR_COMMAND = "askelephant-simulator"
+SIMULATOR_MISSING = (
+    "the API simulator is not installed: it ships separately as askelephant-simulator; "
+    "from a source checkout run `pip install ./simulator`, then `askelephant-kafka simulator` "
+    f"or `{SIMULATOR_COMMAND}`"
+)
 
 
 _LOGGING = frozenset({"LOG_LEVEL", "LOG_FORMAT"})
@@ -95,16 +101,30 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept a --to in the future (no change before it will ever be published)",
     )
-    commands.add_parser("simulator", help="run the AskElephant API simulator", add_help=False)
+    commands.add_parser(
+        "simulator",
+        help=f"run the AskElephant API simulator (the separate {SIMULATOR_COMMAND} command, "
+        "when the simulator is installed)",
+        add_help=False,
+    )
     return parser
+
+
+def run_simulator_command(argv: Sequence[str]) -> int:
+    """`askelephant-kafka simulator ...`: the simulator's own CLI, which ships separately."""
+    try:
+        from askelephant_simulator.runner import main as simulator_main
+    except ImportError:
+        # The product wheel does not carry the simulator (a test kit, not the product).
+        print(SIMULATOR_MISSING, file=sys.stderr)
+        return EXIT_CONFIG
+    return simulator_main(argv, prog="askelephant-kafka simulator")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "simulator":
-        from producer.simulator.runner import main as simulator_main
-
-        return simulator_main(argv[1:])
+        return run_simulator_command(argv[1:])
     args = build_parser().parse_args(argv)
     from producer.app import StartupError
 

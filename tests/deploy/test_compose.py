@@ -351,3 +351,11 @@ def test_env_example_documents_the_real_api_switch() -> None:
         match = re.match(r"^#?([A-Z][A-Z0-9_]+)=", line)
         if match:
             assert "${" + match.group(1) in COMPOSE_FILE.read_text(encoding="utf-8"), line
+
+
+def test_the_stack_image_includes_the_separate_simulator(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # The Dockerfile leaves the simulator out by default; `simulator` runs from this image.
+    for name in APP_IMAGE_SERVICES:
+        assert services[name]["build"]["args"]["WITH_SIMULATOR"] == "true", name

@@ -242,3 +242,15 @@ def test_dockerignore_lets_in_every_copied_source(
                 assert not _ignored(source, ignore_patterns), f"COPY {source}: ignored"
     assert not _ignored("producer/cli.py", ignore_patterns)
     assert not _ignored("schemas/contacts.avsc", ignore_patterns)
+
+
+def test_the_default_image_holds_the_product_alone(dockerfile: Dockerfile) -> None:
+    final = dockerfile.final
+    args = {k: v for k, _, v in (a.partition("=") for a in final.all("ARG"))}
+    assert args["WITH_SIMULATOR"] == "false"
+    install = " ".join(final.all("RUN"))
+    # The simulator is only installed behind the build argument.
+    guarded = install.split('if [ "${WITH_SIMULATOR}" = "true" ]; then', 1)
+    assert len(guarded) == 2, install
+    assert "askelephant-simulator" not in guarded[0]
+    assert "askelephant-simulator" in re.split(r";\s*fi\b", guarded[1], maxsplit=1)[0]

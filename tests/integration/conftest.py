@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from askelephant_simulator.server import Simulator
 from devstack.kafka import RunningKafka
 from producer.app import App, build_app
 from producer.config import Settings, load_settings
 from producer.kafka.reader import latest_per_key, read_topic
-from producer.simulator.server import Simulator
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterator
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from askelephant_simulator.server import Simulator
 from producer import app as app_module
 from producer.app import App, StartupError, build_app, open_checkpoint_store
 from producer.cli import main
 from producer.config import load_settings
 from producer.kafka.admin import TopicSpec, ensure_topics, topic_config
 from producer.kafka.publisher import new_producer
-from producer.simulator.server import Simulator
 from producer.sync.checkpoint import Checkpoint, CheckpointFormatError
 from producer.sync.progress import Progress, WindowProgress
 from tests.support.processes import cli

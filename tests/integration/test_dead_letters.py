@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
+from askelephant_simulator.dataset import REMOVE
+from askelephant_simulator.server import Simulator
 from producer.app import App, open_checkpoint_store
 from producer.kafka.reader import scan_to_end
 from producer.pipeline.dead_letters import TOO_LARGE, DeadLetter
-from producer.simulator.dataset import REMOVE
-from producer.simulator.server import Simulator
 from producer.sync.progress import Progress
 from producer.sync.run import INVALID_UPDATED_AT, MISSING_ID, MISSING_UPDATED_AT
 from producer.sync.timestamps import instant_micros

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
+from askelephant_simulator.responses import RequestInfo
+from askelephant_simulator.server import Simulator
 from producer.app import App
 from producer.config import Settings, load_settings
 from producer.kafka.reader import scan_to_end
-from producer.simulator.responses import RequestInfo
-from producer.simulator.server import Simulator
 from producer.sync.timestamps import format_instant, instant_micros
 from producer.webhooks.delivery import sign
 from producer.webhooks.server import WebhookServer

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from askelephant_simulator.server import Simulator
 from producer.app import App, open_checkpoint_store
 from producer.config import load_settings
 from producer.kafka.checkpoints import CheckpointStore
-from producer.simulator.server import Simulator
 from producer.sync.slices import WINDOWS_PER_SLICE
 from tests.integration.conftest import events_on
 from tests.support.processes import free_port, successful_runs, wait_for
@@ -262,7 +262,7 @@ def read_uncommitted(app: App, topic: str) -> int:
 def test_an_aborted_batch_is_invisible_to_read_committed_consumers(
     make_app: Callable[..., App], sim: Simulator
 ) -> None:
-    from producer.simulator.dataset import REMOVE
+    from askelephant_simulator.dataset import REMOVE
 
     app = make_app(
         RESOURCES="contacts",

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from askelephant_simulator.server import Simulator
 from producer.app import App
 from producer.observability.server import ObservabilityServer
-from producer.simulator.server import Simulator
 from producer.sync.timestamps import instant_micros
 from tests.integration.conftest import events_on
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from askelephant_simulator.server import Simulator
 from producer.app import open_checkpoint_store
 from producer.config import load_settings
-from producer.simulator.server import Simulator
 from tests.support.processes import free_port, start_run, successful_runs, wait_for
 
 

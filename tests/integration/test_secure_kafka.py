@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from askelephant_simulator.server import Simulator
 from devstack.kafka import RunningKafka
 from devstack.tls import make_ca
 from producer.app import STARTUP_TIMEOUT_S, build_app
 from producer.config import load_settings
-from producer.simulator.server import Simulator
 from producer.sync.run import INVALID_UPDATED_AT
 from producer.webhooks.server import WebhookServer
 from tests.integration.conftest import events_on, latest_on

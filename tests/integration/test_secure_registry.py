@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from askelephant_simulator.server import Simulator
 from devstack.registry import RunningRegistry
 from devstack.tls import make_ca
 from producer.config import load_settings
-from producer.simulator.server import Simulator
 from tests.integration.conftest import latest_on
 from tests.support.processes import cli, error_lines
 from tests.support.secrets import REGISTRY_PASSWORD, assert_no_secret

@@ -14,12 +14,12 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from askelephant_simulator.server import Simulator
 from producer.app import App, StartupError, open_checkpoint_store
 from producer.config import load_settings
 from producer.kafka.admin import TopicSpec, ensure_topics, topic_config
 from producer.kafka.reader import scan_to_end
 from producer.schemas import RESOURCES
-from producer.simulator.server import Simulator
 from producer.sync.slices import WINDOWS_PER_SLICE
 from producer.sync.timestamps import instant_micros
 from tests.integration.conftest import events_on, latest_on

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 
-from producer.simulator.app import DEFAULT_API_KEY
+from askelephant_simulator.app import DEFAULT_API_KEY
 
 SASL_PASSWORD = "scram-pw-Q7vTgR2wLk9z-only-in-tests"
 """The SCRAM-SHA-512 password of the secured test broker's user."""

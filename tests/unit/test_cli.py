@@ -1,4 +1,5 @@
 import re
+import sys
 
 import pytest
 
@@ -106,3 +107,37 @@ def test_progress_redraws_one_line_per_resource() -> None:
     assert "tags         pages     2" in first
     assert "contacts     pages     1" in second
     assert "acked       90" in second
+
+
+def test_simulator_not_installed_says_how_to_get_it_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A None entry in sys.modules makes the import raise ImportError, like a product-only
+    # install (the product wheel does not carry the simulator).
+    monkeypatch.setitem(sys.modules, "askelephant_simulator", None)
+    monkeypatch.setitem(sys.modules, "askelephant_simulator.runner", None)
+    assert main(["simulator", "--port", "0"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert "pip install ./simulator" in lines[0]
+    assert "askelephant-simulator" in lines[0]
+    assert captured.out == ""
+
+
+def test_simulator_help_names_the_real_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulator", "--help"])
+    assert exit_info.value.code == 0
+    usage = capsys.readouterr().out
+    assert usage.startswith("usage: askelephant-kafka simulator ")
+    assert "--records" in usage
+    assert "askelephant-simulator" in usage
+
+
+def test_the_command_list_names_the_separate_simulator_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "askelephant-simulator" in capsys.readouterr().out

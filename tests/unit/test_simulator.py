@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from producer.simulator import (
+from askelephant_simulator import (
     DEFAULT_API_KEY,
     FIELD_ORDER,
     ID_PREFIX,

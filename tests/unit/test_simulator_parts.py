@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import selectors
@@ -14,8 +15,11 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from producer.simulator import (
+from askelephant_simulator import (
+    RESOURCES,
     CursorCodec,
     Dataset,
     FaultInjector,
@@ -25,9 +29,10 @@ from producer.simulator import (
     parse_ts,
     run_simulator,
 )
-from producer.simulator.clock import from_us, to_us, truncate_us
-from producer.simulator.dataset import crockford, ulid
-from producer.simulator.listing import QueryShape, parse_list_query
+from askelephant_simulator.clock import from_us, to_us, truncate_us
+from askelephant_simulator.dataset import crockford, ulid
+from askelephant_simulator.listing import QueryShape, parse_list_query
+from askelephant_simulator.resources import WEBHOOK_OBJECTS, svix_sign
 
 pytestmark = pytest.mark.unit
 
@@ -225,7 +230,7 @@ def test_module_entry_point_runs_until_sigterm() -> None:
     cmd = [
         sys.executable,
         "-m",
-        "producer.simulator",
+        "askelephant_simulator",
         "--port",
         "0",
         "--records",
@@ -263,3 +268,50 @@ def test_module_entry_point_runs_until_sigterm() -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
+
+
+# ----------------------------------------------------------------------------- no product import
+# The simulator keeps its own copies of the resource names and of the Svix signature (it must
+# not import the product it stands in front of); these tests catch a drift from the product's.
+def test_the_simulator_resources_are_the_products() -> None:
+    from producer.schemas import RESOURCES as PRODUCT_RESOURCES
+    from producer.webhooks.delivery import OBJECT_RESOURCES
+
+    assert RESOURCES == PRODUCT_RESOURCES
+    assert {r: o for o, r in OBJECT_RESOURCES.items()} == WEBHOOK_OBJECTS
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    key=st.binary(min_size=16, max_size=48),
+    text=st.text(max_size=256),  # webhook bodies are JSON text
+    stamp=st.integers(0, 4_102_444_800),  # up to 2100: the product's datetime must hold it
+)
+def test_the_simulator_signature_verifies_with_the_product_and_svix(
+    key: bytes, text: str, stamp: int
+) -> None:
+    from producer.webhooks.delivery import BadSignatureError, Verifier, sign
+
+    body = text.encode()
+    secret = "whsec_" + base64.b64encode(key).decode()
+    assert svix_sign(secret, "msg_1", stamp, body) == sign(secret, "msg_1", stamp, body)
+    # Svix refuses stale timestamps, so verification uses a fresh one.
+    fresh = svix_sign(secret, "msg_1", time.time(), body)
+    assert Verifier([secret]).verify(body, fresh) == "msg_1"
+    other = "whsec_" + base64.b64encode(key + b"x").decode()
+    with pytest.raises(BadSignatureError):
+        Verifier([other]).verify(body, fresh)
+
+
+def test_the_simulator_does_not_import_the_product() -> None:
+    # Every module of the package, then any `producer` module loaded (sys.exit of a non-empty
+    # list exits 1 and prints it).
+    code = (
+        "import sys, pkgutil, importlib, askelephant_simulator as s; "
+        "[importlib.import_module(m.name) "
+        "for m in pkgutil.iter_modules(s.__path__, 'askelephant_simulator.') "
+        "if m.name != 'askelephant_simulator.__main__']; "
+        "sys.exit(sorted(m for m in sys.modules if m.split('.')[0] == 'producer') or None)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -11,12 +11,17 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from producer.simulator.clock import parse_ts
-from producer.simulator.dataset import ID_PREFIX, Order, SortKey, crockford
+from askelephant_simulator.clock import parse_ts
+from askelephant_simulator.dataset import ID_PREFIX, Order, SortKey, crockford
+from askelephant_simulator.engagement_query import (
+    EngagementQuery,
+    is_engagement_param,
+    parse_engagement_query,
+)
+from askelephant_simulator.problems import ProblemError, bad_parameter
 
 # docs/askelephant-api.md §2.1: limit defaults to 25, range 1-100
 DEFAULT_LIMIT: Final = 25
@@ -27,9 +32,6 @@ DEFAULT_ORDER: Final[Order] = "desc"
 # docs/askelephant-api.md §2.1: filter[updated_at][gt|gte|lt|lte]
 FILTER_OPS: Final = ("gt", "gte", "lt", "lte")
 
-# docs/askelephant-api.md §3.1: `type` is a stable category URL; the docs example is
-# https://app.askelephant.ai/errors/validation_failed.  Other slugs are simulator choices.
-ERROR_TYPE_BASE: Final = "https://app.askelephant.ai/errors/"
 
 _FILTER_RE: Final = re.compile(r"^filter\[updated_at\]\[([a-z]+)\]$")
 _INT_RE: Final = re.compile(r"^[+-]?\d+$")
@@ -42,61 +44,25 @@ def new_request_id() -> str:
     return "rid_" + crockford(uuid.uuid4().int >> 2, 26)
 
 
-@dataclass
-class ProblemError(Exception):
-    """An error to render as ``application/problem+json`` (docs/askelephant-api.md §3.1)."""
-
-    status: int
-    slug: str
-    detail: str
-    title: str | None = None
-    errors: list[dict[str, str]] = field(default_factory=list)
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        super().__init__(self.detail)
-
-    def body(self, request_id: str) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "type": ERROR_TYPE_BASE + self.slug,
-            "title": self.title or HTTPStatus(self.status).phrase,
-            "status": self.status,
-            "detail": self.detail,
-            "request_id": request_id,
-        }
-        if self.errors:
-            out["errors"] = self.errors
-        return out
-
-
-def bad_parameter(
-    name: str, code: str, message: str, slug: str = "invalid_parameter"
-) -> ProblemError:
-    """400 for a malformed query parameter (docs/askelephant-api.md §3.2: 400 = malformed
-    request/query)."""
-    return ProblemError(
-        400,
-        slug,
-        "The request contains invalid query parameters.",
-        title="Bad Request",
-        errors=[{"field": name, "code": code, "message": message}],
-    )
-
-
 @dataclass(frozen=True)
 class QueryShape:
-    """What a traversal is over: endpoint, order and updated_at filters (epoch µs)."""
+    """What a traversal is over: endpoint, order, updated_at filters (epoch µs) and, on
+    engagements, the other filters and the expansions."""
 
     resource: str
     order: Order
     filters: tuple[tuple[str, int], ...]  # sorted by operator
+    engagement: EngagementQuery = field(default_factory=EngagementQuery)
 
     @property
     def filter_map(self) -> dict[str, int]:
         return dict(self.filters)
 
     def fingerprint(self) -> str:
-        canon = json.dumps([self.resource, self.order, list(self.filters)], separators=(",", ":"))
+        canon = json.dumps(
+            [self.resource, self.order, list(self.filters), self.engagement.to_json()],
+            separators=(",", ":"),
+        )
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
@@ -131,6 +97,7 @@ class CursorCodec:
             "r": shape.resource,
             "o": shape.order,
             "f": dict(shape.filters),
+            "e": shape.engagement.to_json(),
             "q": shape.fingerprint(),
             "k": [key[0], key[1]],
         }
@@ -166,11 +133,14 @@ class CursorCodec:
                 or not isinstance(key[1], str)
             ):
                 raise invalid
+            engagement = EngagementQuery.from_json(body["e"])
         except ProblemError:
             raise
         except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
             raise invalid from exc
-        shape = QueryShape(resource, order, tuple(sorted(filters.items())))
+        shape = QueryShape(resource, order, tuple(sorted(filters.items())), engagement)
+        if shape.fingerprint() != body.get("q"):
+            raise invalid
         return shape, (key[0], key[1])
 
 
@@ -184,6 +154,8 @@ def parse_list_query(
             # simulator choice: a repeated parameter is ambiguous -> 400
             raise bad_parameter(name, "duplicate_parameter", f"{name} must be given at most once.")
         seen[name] = value
+        if resource == "engagements" and is_engagement_param(name):
+            continue  # engagement_query.py validates these
         if _FILTER_RE.match(name) is None and name.startswith(_UNSUPPORTED_PREFIXES):
             # simulator choice: documented search/expand/other filters are not simulated
             raise bad_parameter(
@@ -250,7 +222,11 @@ def parse_list_query(
                 name, "invalid_datetime", f"{name} must be an ISO-8601 UTC date-time{hint}."
             ) from None
 
-    shape = QueryShape(resource, order, tuple(sorted(filters.items())))
+    engagement = EngagementQuery()
+    if resource == "engagements":
+        engagement = parse_engagement_query(seen)
+        explicit = explicit or any(is_engagement_param(name) for name in seen)
+    shape = QueryShape(resource, order, tuple(sorted(filters.items())), engagement)
     after: SortKey | None = None
     token = seen.get("cursor", "")
     if token:  # simulator choice: an empty `cursor=` means "first page"
@@ -271,7 +247,7 @@ def parse_list_query(
             raise bad_parameter(
                 "cursor",
                 "cursor_mismatch",
-                "cursor belongs to a different query shape (order_by / filter values).",
+                "cursor belongs to a different query shape (order_by / filter / expand values).",
                 slug="invalid_cursor",
             )
     return ListRequest(shape, limit, after)

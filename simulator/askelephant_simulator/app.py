@@ -1,11 +1,11 @@
 """The simulator's request handling: :class:`SimulatorApp` turns one HTTP request into a
-:class:`~producer.simulator.responses.Response`, with no sockets involved.
+:class:`~askelephant_simulator.responses.Response`, with no sockets involved.
 
 API routes (base path ``/api`` by default, docs/askelephant-api.md §0):
     GET {base}/v2/{contacts|companies|users|tags|engagements}  list (docs/askelephant-api.md §2)
     GET {base}/v2/{resource}/{id}                      one record (docs/askelephant-api.md §4.2)
 Control routes (no auth; simulator only): ``/_simulator/...`` in
-:mod:`producer.simulator.control`.
+:mod:`askelephant_simulator.control`.
 """
 
 from __future__ import annotations
@@ -20,23 +20,24 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
-from producer.schemas import RESOURCES
-from producer.simulator.changes import Churn, ScheduledMutation
-from producer.simulator.clock import format_ts
-from producer.simulator.control import CONTROL_PREFIX, handle_control
-from producer.simulator.dataset import ID_PREFIX, Dataset
-from producer.simulator.faults import FaultDecision, FaultInjector
-from producer.simulator.listing import (
+from askelephant_simulator.changes import Churn, ScheduledMutation
+from askelephant_simulator.clock import format_ts
+from askelephant_simulator.control import CONTROL_PREFIX, handle_control
+from askelephant_simulator.dataset import ID_PREFIX, Dataset
+from askelephant_simulator.engagement_query import parse_expand
+from askelephant_simulator.faults import FaultDecision, FaultInjector
+from askelephant_simulator.listing import (
     CursorCodec,
-    ProblemError,
     envelope,
     json_body,
     new_request_id,
     parse_list_query,
 )
-from producer.simulator.responses import RequestHook, RequestInfo, Response, problem_response
+from askelephant_simulator.problems import ProblemError, bad_parameter
+from askelephant_simulator.resources import RESOURCES
+from askelephant_simulator.responses import RequestHook, RequestInfo, Response, problem_response
 
-logger = logging.getLogger("producer.simulator")
+logger = logging.getLogger("askelephant_simulator")
 
 # CONTRACTS.md: default accepted API key of the simulator
 DEFAULT_API_KEY: Final = "sk-apik_simulator.localdevsecret"
@@ -264,7 +265,7 @@ class SimulatorApp:
             if record_id is None:
                 resp, count = self._list(resource, params)
             else:
-                resp, count = self._get(resource, record_id)
+                resp, count = self._get(resource, record_id, params)
         except ProblemError as exc:
             resp, count = problem_response(exc, request_id), 0
         resp.delay_ms = decision.delay_ms
@@ -300,12 +301,15 @@ class SimulatorApp:
 
     def _list(self, resource: str, params: list[tuple[str, str]]) -> tuple[Response, int]:
         req = parse_list_query(resource, params, self._codec)
+        query = req.shape.engagement
         page = self.dataset.page(
             resource,
             order=req.shape.order,
             filters=req.shape.filter_map,
             after=req.after,
             limit=req.limit,
+            where=query.matches if query.filters_anything else None,
+            expand=query.expand,
         )
         cursor = (
             self._codec.encode(req.shape, page.last_key)
@@ -316,8 +320,19 @@ class SimulatorApp:
         body = envelope(page.records, page.has_more, cursor)
         return Response(200, json_body(body)), len(page.records)
 
-    def _get(self, resource: str, record_id: str) -> tuple[Response, int]:
-        record = self.dataset.get(resource, record_id)
+    def _get(
+        self, resource: str, record_id: str, params: list[tuple[str, str]]
+    ) -> tuple[Response, int]:
+        # docs/askelephant-api.md §2.4: get-by-id takes `expand` on engagements (all eight
+        # values); other parameters of a get are ignored, as before.
+        expand = [v for k, v in params if k == "expand"]
+        if expand and resource != "engagements":
+            raise bad_parameter(
+                "expand", "unsupported_by_simulator", "expand is only simulated on engagements."
+            )
+        record = self.dataset.get(
+            resource, record_id, expand=parse_expand(expand[-1]) if expand else ()
+        )
         if record is None:
             # docs/askelephant-api.md §4.1: [INFERRED] a soft-deleted record's GET returns 404
             raise ProblemError(

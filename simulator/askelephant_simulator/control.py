@@ -8,14 +8,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
-from producer.schemas import RESOURCES
-from producer.simulator.changes import ScheduledMutation
-from producer.simulator.clock import format_ts, from_us, parse_ts
-from producer.simulator.listing import ProblemError, json_body
-from producer.simulator.responses import Response, problem_response
+from askelephant_simulator.changes import ScheduledMutation
+from askelephant_simulator.clock import format_ts, from_us, parse_ts
+from askelephant_simulator.listing import json_body
+from askelephant_simulator.problems import ProblemError
+from askelephant_simulator.resources import RESOURCES
+from askelephant_simulator.responses import Response, problem_response
 
 if TYPE_CHECKING:
-    from producer.simulator.app import SimulatorApp
+    from askelephant_simulator.app import SimulatorApp
 
 CONTROL_PREFIX: Final = "/_simulator"
 

@@ -14,10 +14,10 @@ from datetime import datetime
 from types import FrameType
 from typing import Any
 
-from producer.simulator.clock import PRECISIONS, Precision, from_us, parse_ts
-from producer.simulator.server import DEFAULT_API_KEY, DEFAULT_API_VERSION, Simulator
+from askelephant_simulator.clock import PRECISIONS, Precision, from_us, parse_ts
+from askelephant_simulator.server import DEFAULT_API_KEY, DEFAULT_API_VERSION, Simulator
 
-logger = logging.getLogger("producer.simulator")
+logger = logging.getLogger("askelephant_simulator")
 
 
 def run_simulator(
@@ -77,13 +77,17 @@ def run_simulator(
     return 0
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Add the simulator options to ``parser`` (or a new one)."""
+def build_parser(
+    parser: argparse.ArgumentParser | None = None, *, prog: str = "askelephant-simulator"
+) -> argparse.ArgumentParser:
+    """Add the simulator options to ``parser`` (or a new one named ``prog``)."""
     p = (
         parser
         if parser is not None
         else argparse.ArgumentParser(
-            prog="askelephant-simulator", description="AskElephant API v2 simulator"
+            prog=prog,
+            description="AskElephant API v2 simulator (the askelephant-simulator package; "
+            "also runs as `askelephant-kafka simulator`)",
         )
     )
     p.add_argument("--host", default="127.0.0.1")
@@ -119,8 +123,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "askelephant-simulator") -> int:
+    """The ``askelephant-simulator`` command; ``prog`` names the command in ``--help``
+    (``askelephant-kafka simulator`` delegates here)."""
+    args = build_parser(prog=prog).parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     extra = json.loads(args.extra_fields) if args.extra_fields else None

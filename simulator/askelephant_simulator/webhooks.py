@@ -1,7 +1,8 @@
 """Signed webhooks for the simulator's changes, as AskElephant sends them through Svix
 (docs/askelephant-api.md §5): `v1.<object>.created|updated|deleted` with the envelope
 `{id, type, api_version, created_at, workspace_id, data: {object, previous_attributes}}` and
-the `svix-id` / `svix-timestamp` / `svix-signature` headers (signed with the `svix` library).
+the `svix-id` / `svix-timestamp` / `svix-signature` headers (Svix's signature scheme, see
+`resources.svix_sign`).
 
 Users have no webhooks (§5): their changes send nothing. Deliveries go out from one background
 thread, in order, each retried with backoff until a 2xx (at-least-once, like Svix), so the demo
@@ -20,12 +21,11 @@ from typing import Any, Final
 
 import httpx
 
-from producer.simulator.clock import format_ts
-from producer.webhooks.delivery import OBJECT_RESOURCES, sign
+from askelephant_simulator.clock import format_ts
+from askelephant_simulator.resources import WEBHOOK_OBJECTS, svix_sign
 
-logger = logging.getLogger("producer.simulator.webhooks")
+logger = logging.getLogger("askelephant_simulator.webhooks")
 
-OBJECTS: Final = {resource: name for name, resource in OBJECT_RESOURCES.items()}
 RETRY_DELAYS_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 """Waits between attempts of one delivery (Svix retries for longer; the demo needs less)."""
 
@@ -46,7 +46,7 @@ class WebhookSender:
 
     def __call__(self, resource: str, action: str, record: dict[str, Any], instant_us: int) -> None:
         """A `Dataset` listener: queue the delivery of one change."""
-        name = OBJECTS.get(resource)
+        name = WEBHOOK_OBJECTS.get(resource)
         if name is None:
             return  # users: no webhooks
         body = {
@@ -79,7 +79,7 @@ class WebhookSender:
             if delay and self._stop.wait(delay):
                 break
             try:
-                headers = sign(self._secret, delivery_id, time.time(), body)
+                headers = svix_sign(self._secret, delivery_id, time.time(), body)
                 answer = self._client.post(
                     self.url, content=body, headers={**headers, "content-type": "application/json"}
                 )

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
-from producer.schemas import RESOURCES
+from askelephant_simulator.resources import RESOURCES
 
 FaultKind = Literal["status", "delay", "drop", "truncate"]
 FAULT_KINDS: Final[tuple[FaultKind, ...]] = ("status", "delay", "drop", "truncate")

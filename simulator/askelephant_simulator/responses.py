@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
-from producer.simulator.listing import ProblemError, json_body
+from askelephant_simulator.listing import json_body
+from askelephant_simulator.problems import ProblemError
 
 PROBLEM_JSON: Final = "application/problem+json"  # docs/askelephant-api.md §3.1
 JSON: Final = "application/json"

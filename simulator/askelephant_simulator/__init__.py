@@ -4,31 +4,36 @@ Every behaviour is traced to the API notes (``# docs/askelephant-api.md §x.y`` 
 undocumented points are marked as simulator choices.  See ``docs/simulator.md``.
 """
 
-from producer.schemas import RESOURCES
-from producer.simulator.app import (
+from askelephant_simulator.app import (
     DEFAULT_API_KEY,
     DEFAULT_API_VERSION,
     DEFAULT_BASE_PATH,
     SimulatorApp,
 )
-from producer.simulator.changes import Churn, ScheduledMutation
-from producer.simulator.clock import Precision, SimClock, format_ts, parse_ts
-from producer.simulator.control import CONTROL_PREFIX
-from producer.simulator.dataset import (
-    ENGAGEMENT_TYPES,
+from askelephant_simulator.changes import Churn, ScheduledMutation
+from askelephant_simulator.clock import Precision, SimClock, format_ts, parse_ts
+from askelephant_simulator.control import CONTROL_PREFIX
+from askelephant_simulator.dataset import (
     FIELD_ORDER,
     ID_PREFIX,
     OBJECT_TYPE,
-    PROCESSING_STATUSES,
     USER_ROLES,
     Dataset,
     Page,
 )
-from producer.simulator.faults import FaultDecision, FaultInjector, FaultRule
-from producer.simulator.listing import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, ProblemError
-from producer.simulator.responses import RequestInfo
-from producer.simulator.runner import build_parser, main, run_simulator
-from producer.simulator.server import Simulator
+from askelephant_simulator.engagement_query import (
+    ENGAGEMENT_TYPES,
+    EXPAND_VALUES,
+    PROCESSING_STATUSES,
+    EngagementQuery,
+)
+from askelephant_simulator.faults import FaultDecision, FaultInjector, FaultRule
+from askelephant_simulator.listing import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec
+from askelephant_simulator.problems import ProblemError
+from askelephant_simulator.resources import RESOURCES
+from askelephant_simulator.responses import RequestInfo
+from askelephant_simulator.runner import build_parser, main, run_simulator
+from askelephant_simulator.server import Simulator
 
 __all__ = [
     "CONTROL_PREFIX",
@@ -37,6 +42,7 @@ __all__ = [
     "DEFAULT_BASE_PATH",
     "DEFAULT_LIMIT",
     "ENGAGEMENT_TYPES",
+    "EXPAND_VALUES",
     "FIELD_ORDER",
     "ID_PREFIX",
     "MAX_LIMIT",
@@ -47,6 +53,7 @@ __all__ = [
     "Churn",
     "CursorCodec",
     "Dataset",
+    "EngagementQuery",
     "FaultDecision",
     "FaultInjector",
     "FaultRule",

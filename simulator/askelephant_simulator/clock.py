@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
@@ -133,3 +134,10 @@ class SimClock:
         with self._lock:
             self._frozen_us = None
             self._offset_us = 0
+
+
+@dataclass(frozen=True)
+class Ts:
+    """A date-time value inside a record (epoch µs); rendered at the dataset's precision."""
+
+    us: int

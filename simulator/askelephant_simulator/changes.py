@@ -7,8 +7,8 @@ import random
 import threading
 from typing import Any, Literal
 
-from producer.schemas import RESOURCES
-from producer.simulator.dataset import Dataset
+from askelephant_simulator.dataset import Dataset
+from askelephant_simulator.resources import RESOURCES
 
 Operation = Literal["update", "create", "delete"]
 

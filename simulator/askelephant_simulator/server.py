@@ -1,5 +1,5 @@
 """The simulator's HTTP layer: a threaded ``http.server`` in front of
-:class:`~producer.simulator.app.SimulatorApp`, and :class:`Simulator`, which owns both and
+:class:`~askelephant_simulator.app.SimulatorApp`, and :class:`Simulator`, which owns both and
 runs them on a background thread (what tests, the demo and ``askelephant-kafka simulator``
 use).
 """
@@ -18,22 +18,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from producer.simulator.app import (
+from askelephant_simulator.app import (
     DEFAULT_API_KEY,
     DEFAULT_API_VERSION,
     DEFAULT_BASE_PATH,
     SimulatorApp,
 )
-from producer.simulator.changes import Operation, ScheduledMutation
-from producer.simulator.clock import PRECISIONS, Precision, SimClock
-from producer.simulator.control import CONTROL_PREFIX
-from producer.simulator.dataset import Dataset
-from producer.simulator.faults import FaultInjector
-from producer.simulator.listing import ProblemError, new_request_id
-from producer.simulator.responses import RequestHook, RequestInfo, problem_response
-from producer.simulator.webhooks import WebhookSender
+from askelephant_simulator.changes import Operation, ScheduledMutation
+from askelephant_simulator.clock import PRECISIONS, Precision, SimClock
+from askelephant_simulator.control import CONTROL_PREFIX
+from askelephant_simulator.dataset import Dataset
+from askelephant_simulator.faults import FaultInjector
+from askelephant_simulator.listing import new_request_id
+from askelephant_simulator.problems import ProblemError
+from askelephant_simulator.responses import RequestHook, RequestInfo, problem_response
+from askelephant_simulator.webhooks import WebhookSender
 
-logger = logging.getLogger("producer.simulator")
+logger = logging.getLogger("askelephant_simulator")
 
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_API_VERSION", "Simulator"]
 
@@ -171,7 +172,7 @@ class Simulator:
         webhook_secret: str | None = None,
     ) -> None:
         """`webhook_url` + `webhook_secret` (`whsec_...`): send a signed webhook for every
-        change of a resource that has webhooks (producer/simulator/webhooks.py)."""
+        change of a resource that has webhooks (simulator/askelephant_simulator/webhooks.py)."""
         if timestamp_precision not in PRECISIONS:
             raise ValueError(f"timestamp_precision must be one of {PRECISIONS}")
         self.host = host

@@ -23,8 +23,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from producer.schemas import RESOURCES
-from producer.simulator.clock import PRECISIONS, Precision, SimClock, format_ts, from_us
+from askelephant_simulator.clock import PRECISIONS, Precision, SimClock, Ts, format_ts, from_us
+from askelephant_simulator.engagement_query import (
+    ENGAGEMENT_TYPES,
+    PROCESSING_STATUSES,
+    EngagementFacts,
+)
+from askelephant_simulator.expansions import render_expansions
+from askelephant_simulator.resources import RESOURCES
 
 
 class _Sentinel:
@@ -153,8 +159,7 @@ MUTABLE_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
 
 # docs/askelephant-api.md §2.4 Engagement enums (SEEN: EngagementEngagementType,
 # EngagementProcessingStatus)
-ENGAGEMENT_TYPES: Final = ("MEETING", "CALL", "EMAIL", "TASK", "NOTE", "CALENDAR_EVENT", "DOCUMENT")
-PROCESSING_STATUSES: Final = ("PENDING", "PROCESSING", "COMPLETED", "FAILED")
+# (defined next to the filters that validate them)
 # docs/askelephant-api.md §2.4 User: role enum values not visible; INACTIVE and NOT_INVITED are
 # documented,
 # OWNER/ADMIN/MEMBER are simulator inventions (consumers should treat role as a string).
@@ -253,13 +258,6 @@ def crockford(value: int, length: int) -> str:
 def ulid(ms: int, rnd: int) -> str:
     """A 26-char ULID: 48-bit millisecond time (10 chars) + 80 random bits (16 chars)."""
     return crockford(ms & ((1 << 48) - 1), 10) + crockford(rnd & ((1 << 80) - 1), 16)
-
-
-@dataclass(frozen=True)
-class Ts:
-    """A date-time value inside a record (epoch µs); rendered at the dataset's precision."""
-
-    us: int
 
 
 @dataclass
@@ -415,21 +413,24 @@ class Dataset:
             store = self._stores[resource]
             return [i for i in store.all_ids if store.records[i].deleted_us is not None]
 
-    def records(self, resource: str) -> list[dict[str, Any]]:
-        """All active records, rendered, in ascending (updated_at, id) order."""
+    def records(self, resource: str, *, expand: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """All active records, rendered (engagements with ``expand``), in ascending
+        (updated_at, id) order."""
         _check_resource(resource)
         with self._lock:
             store = self._stores[resource]
-            return [self._render(resource, store.records[key[1]]) for key in store.index]
+            return [self._render(resource, store.records[key[1]], expand) for key in store.index]
 
-    def get(self, resource: str, record_id: str) -> dict[str, Any] | None:
+    def get(
+        self, resource: str, record_id: str, *, expand: Sequence[str] = ()
+    ) -> dict[str, Any] | None:
         """The rendered record, or ``None`` when unknown or soft-deleted."""
         _check_resource(resource)
         with self._lock:
             rec = self._stores[resource].records.get(record_id)
             if rec is None or rec.deleted_us is not None:
                 return None
-            return self._render(resource, rec)
+            return self._render(resource, rec, expand)
 
     def updated_at_us(self, resource: str, record_id: str) -> int:
         """Stored (µs) ``updated_at`` of a record (also of a soft-deleted one)."""
@@ -453,6 +454,8 @@ class Dataset:
         filters: Mapping[str, int],
         after: SortKey | None,
         limit: int,
+        where: Callable[[EngagementFacts], bool] | None = None,
+        expand: Sequence[str] = (),
     ) -> Page:
         """One keyset page (simulator choice: order on (updated_at, id), tie-break on id).
 
@@ -460,10 +463,14 @@ class Dataset:
         (µs) precision (docs/askelephant-api.md §2.1 filter semantics).  ``after`` is the keyset of
         the last
         record already returned: the page starts strictly after it in the chosen order.
+        ``where`` (engagements only) keeps the records whose facts it accepts; ``expand``
+        adds the engagement expansions.
         """
         _check_resource(resource)
         if limit < 1:
             raise ValueError("limit must be >= 1")
+        if (where is not None or expand) and resource != "engagements":
+            raise ValueError("where / expand apply to engagements only")
         with self._lock:
             index = self._stores[resource].index
             lo, hi = 0, len(index)
@@ -476,20 +483,33 @@ class Dataset:
                 hi = min(hi, bisect.bisect_left(index, (filters["lt"], "")))
             if "lte" in filters:  # docs/askelephant-api.md §2.1: at or before
                 hi = min(hi, bisect.bisect_left(index, (filters["lte"] + 1, "")))
+            records = self._stores[resource].records
             if order == "asc":
                 if after is not None:
                     lo = max(lo, bisect.bisect_right(index, after))
-                end = min(hi, lo + limit)
-                keys = index[lo:end] if lo < end else []
-                has_more = end < hi
+            elif after is not None:
+                hi = min(hi, bisect.bisect_left(index, after))
+            if where is None:
+                if order == "asc":
+                    end = min(hi, lo + limit)
+                    keys = index[lo:end] if lo < end else []
+                    has_more = end < hi
+                else:
+                    start = max(lo, hi - limit)
+                    keys = index[start:hi][::-1] if start < hi else []
+                    has_more = start > lo
             else:
-                if after is not None:
-                    hi = min(hi, bisect.bisect_left(index, after))
-                start = max(lo, hi - limit)
-                keys = index[start:hi][::-1] if start < hi else []
-                has_more = start > lo
-            records = self._stores[resource].records
-            rendered = [self._render(resource, records[k[1]]) for k in keys]
+                # a scan in list order: one match past the page tells whether there is more
+                span = range(lo, hi) if order == "asc" else range(hi - 1, lo - 1, -1)
+                keys = []
+                has_more = False
+                for i in span:
+                    if where(self._facts(records[index[i][1]])):
+                        if len(keys) == limit:
+                            has_more = True
+                            break
+                        keys.append(index[i])
+            rendered = [self._render(resource, records[k[1]], expand) for k in keys]
             return Page(rendered, has_more, keys[-1] if keys else None)
 
     # ------------------------------------------------------------------ changes
@@ -877,10 +897,65 @@ class Dataset:
         host = self._pick_ref("users")
         if host is not None and rng.random() < 0.5:
             f["host_user_id"] = host
+        f.update(self._engagement_links(rid))
         return f
 
+    def _engagement_links(self, rid: str) -> dict[str, list[str]]:
+        """The companies, contacts and tags an engagement is linked to (what ``expand`` and the
+        filters see).  Hidden fields (``_`` names are never rendered) drawn from a generator of
+        their own, so that adding them left every other seeded value as it was."""
+        rng = random.Random(f"{self._seed}:links:{rid}")
+        contacts = self._stores["contacts"]
+        picked = rng.sample(contacts.all_ids, min(len(contacts.all_ids), rng.randint(0, 5)))
+        # the participants' companies, and sometimes one more (a partner on the call)
+        companies = [
+            ref["id"]
+            for ref in (contacts.records[c].fields.get("company") for c in picked)
+            if isinstance(ref, dict)
+        ]
+        more = self._stores["companies"].all_ids
+        if more and (not companies or rng.random() < 0.2):
+            companies.append(rng.choice(more))
+        tags = self._stores["tags"].all_ids
+        return {
+            "_contact_ids": picked,
+            "_company_ids": list(dict.fromkeys(companies)),
+            "_tag_ids": rng.sample(tags, min(len(tags), rng.choice((0, 0, 1, 1, 2, 3)))),
+        }
+
+    def _active_fields(self, resource: str, record_id: str) -> dict[str, Any] | None:
+        rec = self._stores[resource].records.get(record_id)
+        return None if rec is None or rec.deleted_us is not None else rec.fields
+
+    def _facts(self, rec: StoredRecord) -> EngagementFacts:
+        """What the engagement filters look at (docs/simulator.md, "Engagement filters")."""
+        f = rec.fields
+        companies = frozenset(c for c in f["_company_ids"] if self._active_fields("companies", c))
+        contacts = frozenset(c for c in f["_contact_ids"] if self._active_fields("contacts", c))
+        crm = set()
+        linked = [f, *(self._active_fields("companies", c) for c in companies)]
+        linked += [self._active_fields("contacts", c) for c in contacts]
+        for fields in linked:
+            assoc = fields.get("crm_association") if fields else None
+            if isinstance(assoc, dict):
+                crm.add((str(assoc.get("object_type")), str(assoc.get("crm_object_id"))))
+        return EngagementFacts(
+            f["engagement_type"],
+            f["processing_status"],
+            f["start_at"].us,
+            companies,
+            contacts,
+            frozenset(crm),
+        )
+
+    def _lookup(self, resource: str, record_id: str) -> dict[str, Any] | None:
+        rec = self._stores[resource].records.get(record_id)
+        return None if rec is None or rec.deleted_us is not None else self._render(resource, rec)
+
     # --------------------------------------------------------------- rendering
-    def _render(self, resource: str, rec: StoredRecord) -> dict[str, Any]:
+    def _render(
+        self, resource: str, rec: StoredRecord, expand: Sequence[str] = ()
+    ) -> dict[str, Any]:
         p = self._precision
         out: dict[str, Any] = {"object": OBJECT_TYPE[resource], "id": rec.id}
         for name in FIELD_ORDER[resource]:
@@ -888,6 +963,11 @@ class Dataset:
                 out[name] = _render_value(rec.fields[name], p)
         out["created_at"] = format_ts(rec.created_us, p)
         out["updated_at"] = format_ts(rec.updated_us, p)
+        if expand:
+            extra = render_expansions(
+                self._seed, rec.id, rec.fields, expand, self._lookup, self.clock.now_us()
+            )
+            out.update(_render_value(extra, p))
         for scope in (None, resource):
             for k, v in self._extra.get(scope, {}).items():
                 if k not in out:
