@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SOURCES = [
     *(ROOT / "producer").rglob("*.py"),
+    *(ROOT / "simulator").rglob("*.py"),
     *(ROOT / "devstack").rglob("*.py"),
     *(ROOT / "benchmarks").rglob("*.py"),
     *(ROOT / "tests").rglob("*.py"),
