@@ -16,14 +16,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from producer.kafka.reader import TopicTail
-from producer.sync.checkpoint import Checkpoint, CheckpointFormatError
+from producer.sync.checkpoint import FORCED, Checkpoint, CheckpointFormatError, supersedes
 from producer.sync.progress import PROGRESS_SUFFIX, Progress
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ class CheckpointStore:
         """Unreadable records met by the last `load` (superseded ones included)."""
         self.corrupt_keys: dict[str, CorruptCheckpoint] = {}
         """Resources whose LATEST record is unreadable: `get` raises for exactly these."""
+        self.lost: set[str] = set()
+        """Tokens of records that lost a compare-and-set in the topic's order (`supersedes`)."""
 
     def key_for(self, resource: str) -> str:
         return f"{self.producer_id}/{resource}"
@@ -153,6 +156,17 @@ class CheckpointStore:
                 met.append(bad)
                 corrupt[resource] = bad
                 latest.pop(resource, None)
+                continue
+            if not supersedes(checkpoint, latest.get(resource)):
+                assert checkpoint.token is not None
+                self.lost.add(checkpoint.token)
+                log.info(
+                    "checkpoint of %s by run %s at %s lost to a concurrent write; ignored",
+                    resource,
+                    checkpoint.run_id,
+                    where,
+                    extra={"event": "checkpoint_lost", "resource": resource},
+                )
                 continue
             latest[resource] = checkpoint
             corrupt.pop(resource, None)
@@ -224,13 +238,36 @@ class CheckpointStore:
                 "this run's checkpoint is discarded and the next run starts from the new one"
             )
 
-    def record_for(self, checkpoint: Checkpoint) -> tuple[bytes, bytes, Checkpoint]:
-        """Key, value and the checkpoint as it will be stored (its reset history carried:
-        history only grows, so an empty one means the writer did not carry it)."""
+    def record_for(
+        self, checkpoint: Checkpoint, based_on: Checkpoint | _Unchecked | None = UNCHECKED
+    ) -> tuple[bytes, bytes, Checkpoint]:
+        """Key, value and the checkpoint as it will be stored: its reset history carried
+        (history only grows, so an empty one means the writer did not carry it), a token of
+        its own and the token of `based_on`, what it replaces (`supersedes`)."""
         with self._lock:
             stored = self._latest.get(checkpoint.resource)
-        checkpoint = checkpoint.carry_history_from(stored)
+        checkpoint = replace(
+            checkpoint.carry_history_from(stored),
+            token=uuid.uuid4().hex,
+            based_on=FORCED
+            if isinstance(based_on, _Unchecked)
+            else (based_on.token if based_on is not None else None),
+        )
         return self.key_for(checkpoint.resource).encode(), checkpoint.to_json(), checkpoint
+
+    def confirm_won(self, stored: Checkpoint) -> None:
+        """After the record of `stored` is in the topic: read the topic to its end and raise
+        `CheckpointConflictError` when the record lost its compare-and-set there."""
+        self.refresh()
+        with self._lock:
+            lost = stored.token in self.lost
+            now = self._latest.get(stored.resource)
+        if lost:
+            raise CheckpointConflictError(
+                f"the checkpoint of {stored.resource} changed while the run was going (now "
+                f"{_describe(now)}); this run's checkpoint lost to it and is ignored, the next "
+                "run starts from the new one"
+            )
 
     def progress_key(self, resource: str) -> bytes:
         return f"{self.key_for(resource)}{PROGRESS_SUFFIX}".encode()
@@ -271,10 +308,13 @@ class CheckpointStore:
         A commit replaces an unreadable latest record of the resource.
         """
         if not isinstance(based_on, _Unchecked):
-            self.check_unchanged(checkpoint.resource, based_on)
-        key, value, stored = self.record_for(checkpoint)
+            self.check_unchanged(checkpoint.resource, based_on)  # the cheap early answer
+        key, value, stored = self.record_for(checkpoint, based_on)
         self._write(key, value, f"checkpoint of {checkpoint.resource}", timeout_s)
-        self.remember(stored)
+        if isinstance(based_on, _Unchecked):
+            self.remember(stored)
+        else:
+            self.confirm_won(stored)  # the answer that holds across processes
 
     def write_progress(self, progress: Progress, timeout_s: float = 60.0) -> None:
         key = self.progress_key(progress.resource)

@@ -122,7 +122,9 @@ class CheckpointWriter(Protocol):
 
     def check_unchanged(self, resource: str, based_on: Checkpoint | None) -> None: ...
 
-    def record_for(self, checkpoint: Checkpoint) -> tuple[bytes, bytes, Checkpoint]: ...
+    def record_for(
+        self, checkpoint: Checkpoint, based_on: Checkpoint | None
+    ) -> tuple[bytes, bytes, Checkpoint]: ...
 
     def progress_key(self, resource: str) -> bytes: ...
 
@@ -684,7 +686,7 @@ class TransactionalRunSink(KafkaRunSink):
         stored: Checkpoint | None = None
         if checkpoint is not None:
             store.check_unchanged(self.resource, based_on)
-            key, value, stored = store.record_for(checkpoint)
+            key, value, stored = store.record_for(checkpoint, based_on)
             self._produce_record(store.topic, key, value)
         had_progress = store.progress(self.resource) is not None
         if had_progress:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 from producer.sync.timestamps import InvalidTimestampError, Micros, format_instant, instant_micros
 
@@ -83,6 +83,11 @@ class Checkpoint:
     resource carries it forward (`carry_history_from`), so the audit survives the next run."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Fields written by newer versions, kept so a rewrite does not drop them."""
+    token: str | None = field(default=None, compare=False)
+    """Unique per stored record (None: written by a release before compare-and-set)."""
+    based_on: str | None = field(default=None, compare=False)
+    """The `token` of the checkpoint this one replaces (None: there was none), or `FORCED`
+    for an operator's reset: see `supersedes`."""
 
     def __post_init__(self) -> None:
         if self.updated_at is not None:
@@ -136,6 +141,9 @@ class Checkpoint:
             body["reset_from"] = self.reset_from
         if self.resets:
             body["resets"] = [entry.to_dict() for entry in self.resets]
+        if self.token is not None:
+            body["token"] = self.token
+            body["based_on"] = self.based_on
         return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
@@ -160,6 +168,8 @@ class Checkpoint:
             "reset_by",
             "reset_from",
             "resets",
+            "token",
+            "based_on",
         }
         try:
             version = body.get("format", CHECKPOINT_FORMAT_VERSION)
@@ -188,6 +198,9 @@ class Checkpoint:
             reset_by, reset_from = body.get("reset_by"), body.get("reset_from")
             if not all(v is None or isinstance(v, str) for v in (reset_by, reset_from)):
                 raise CheckpointFormatError("reset_by and reset_from must be strings")
+            token, based_on = body.get("token"), body.get("based_on")
+            if not all(v is None or isinstance(v, str) for v in (token, based_on)):
+                raise CheckpointFormatError("token and based_on must be strings")
             return cls(
                 resource=resource,
                 rejected=frozenset(rejected),
@@ -202,6 +215,8 @@ class Checkpoint:
                 reset_from=reset_from,
                 resets=tuple(ResetEntry.from_dict(r) for r in resets),
                 extra={k: v for k, v in body.items() if k not in known},
+                token=token,
+                based_on=based_on,
             )
         except KeyError as exc:
             raise CheckpointFormatError(f"checkpoint lacks required field {exc}") from None
@@ -209,6 +224,29 @@ class Checkpoint:
             if isinstance(exc, CheckpointFormatError):
                 raise
             raise CheckpointFormatError(f"invalid checkpoint: {exc}") from None
+
+
+FORCED: Final = "*"
+"""`based_on` of a write meant to overwrite whatever is there (`askelephant-kafka reset`)."""
+
+
+def supersedes(incoming: Checkpoint, latest: Checkpoint | None) -> bool:
+    """Whether `incoming`, read from the checkpoint topic after `latest`, replaces it (PURE).
+
+    The topic's order decides a compare-and-set that holds across processes (issue 17,
+    failure 9): a writer names the record it computed from (`based_on`), and every reader
+    takes the record only if that is still the latest. Of two writers that read the same
+    checkpoint, the first to land wins; the second is ignored by every reader, and its writer
+    learns it when it reads its own record back (`CheckpointStore.commit`). No window
+    between a check and a write is left: the check happens in the log's order.
+
+    A record without a token (an older release) or a forced one (a reset) always replaces;
+    a record re-read after its writer remembered it replaces itself."""
+    if incoming.token is None or incoming.based_on == FORCED:
+        return True
+    if latest is not None and latest.token == incoming.token:
+        return True
+    return incoming.based_on == (latest.token if latest is not None else None)
 
 
 def reset_checkpoint(

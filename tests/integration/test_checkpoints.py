@@ -17,6 +17,7 @@ from producer.app import App, StartupError, build_app, open_checkpoint_store
 from producer.cli import main
 from producer.config import load_settings
 from producer.kafka.admin import TopicSpec, ensure_topics, topic_config
+from producer.kafka.checkpoints import CheckpointConflictError
 from producer.kafka.publisher import new_producer
 from producer.sync.checkpoint import Checkpoint, CheckpointFormatError
 from producer.sync.progress import Progress, WindowProgress
@@ -339,3 +340,34 @@ def test_checkpoint_json_written_by_a_reset_round_trips(
     body = json.loads(shown.stdout)["tags"]
     assert Checkpoint.from_json(json.dumps(body)).resets[0].to == "2021-05-05T00:00:00Z"
     assert body["resets"][0]["from"] is None
+
+
+def test_a_reset_landing_between_a_runs_check_and_its_write_is_not_overwritten(
+    make_env: Callable[..., dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17, failure 9: the compare-and-set was check-then-write; a reset from another
+    process between the two was overwritten. The topic's order decides now."""
+    settings = load_settings(make_env(RESOURCES="tags"))
+    runner = open_checkpoint_store(settings)  # the `run` process
+    runner.commit(Checkpoint("tags", "2026-01-01T00:00:00Z", run_id="run-1"))
+    started_from = runner.current("tags")
+    assert started_from is not None
+    # the run has done its check, then the operator's reset lands before its write
+    monkeypatch.setattr(runner, "check_unchanged", lambda *_a, **_k: None)
+    operator = open_checkpoint_store(settings)
+    reset = Checkpoint("tags", "2020-01-01T00:00:00Z", reset_by="ops@host")
+    operator.commit(reset)
+    with pytest.raises(CheckpointConflictError, match="lost"):
+        runner.commit(
+            Checkpoint("tags", "2026-02-01T00:00:00Z", run_id="run-2"), based_on=started_from
+        )
+    monkeypatch.undo()
+    for reader in (open_checkpoint_store(settings), runner, operator):
+        stored = reader.current("tags")
+        assert stored is not None
+        assert (stored.updated_at, stored.reset_by) == ("2020-01-01T00:00:00Z", "ops@host")
+    # the next run, from the reset, commits as usual
+    runner.commit(
+        Checkpoint("tags", "2020-06-01T00:00:00Z", run_id="run-3"), based_on=runner.current("tags")
+    )
+    assert open_checkpoint_store(settings).get("tags").updated_at == "2020-06-01T00:00:00Z"

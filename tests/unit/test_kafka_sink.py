@@ -106,7 +106,9 @@ class Store:
     def check_unchanged(self, resource: str, based_on: Checkpoint | None) -> None:
         return None
 
-    def record_for(self, checkpoint: Checkpoint) -> tuple[bytes, bytes, Checkpoint]:
+    def record_for(
+        self, checkpoint: Checkpoint, based_on: Checkpoint | None = None
+    ) -> tuple[bytes, bytes, Checkpoint]:
         return checkpoint.resource.encode(), checkpoint.to_json(), checkpoint
 
     def progress_key(self, resource: str) -> bytes:

@@ -29,7 +29,7 @@ from producer.pipeline.ports import SourcePage, TraversalInterruptedError
 from producer.pipeline.prefetch import PrefetchingSource
 from producer.redrive import TOMBSTONED, RedriveReport, redrive
 from producer.service import SyncService
-from producer.sync.checkpoint import Checkpoint
+from producer.sync.checkpoint import FORCED, Checkpoint, supersedes
 from producer.sync.progress import Progress
 from producer.sync.run import INVALID_UPDATED_AT
 from producer.sync.timestamps import format_instant, instant_micros
@@ -498,3 +498,50 @@ def test_3_redrive_touches_no_progress_mark_or_checkpoint_of_the_lane() -> None:
     assert sink.marks == {"contacts": mark}
     assert all(run.committed == [] for run in sink.runs)
     assert "contacts" not in sink.checkpoints
+
+
+# ------------------------------------------------------------------ 9: compare-and-set
+
+
+def _stored(updated_at: str, token: str, based_on: str | None) -> Checkpoint:
+    return Checkpoint("contacts", updated_at, token=token, based_on=based_on)
+
+
+def _replay(records: list[Checkpoint]) -> Checkpoint | None:
+    """What every reader of the topic holds after reading `records` in order."""
+    latest: Checkpoint | None = None
+    for record in records:
+        if supersedes(record, latest):
+            latest = record
+    return latest
+
+
+def test_9_a_run_that_read_the_checkpoint_before_a_reset_loses_to_it() -> None:
+    first = _stored("2026-01-01T00:00:00Z", "t1", None)
+    reset = _stored("2020-01-01T00:00:00Z", "t2", FORCED)
+    late_run = _stored("2026-02-01T00:00:00Z", "t3", "t1")  # computed from `first`
+    assert _replay([first, reset, late_run]) is reset
+    assert _replay([first, late_run, reset]) is reset  # a reset after it replaces it too
+
+
+def test_9_of_two_writers_from_one_checkpoint_the_first_to_land_wins() -> None:
+    first = _stored("2026-01-01T00:00:00Z", "t1", None)
+    a = _stored("2026-02-01T00:00:00Z", "a", "t1")
+    b = _stored("2026-03-01T00:00:00Z", "b", "t1")
+    assert _replay([first, a, b]) is a
+    assert _replay([first, b, a]) is b
+    assert _replay([first, a, b, _stored("2026-04-01T00:00:00Z", "c", "a")]).token == "c"
+
+
+def test_9_records_of_older_releases_and_re_reads_are_taken_as_before() -> None:
+    legacy = Checkpoint("contacts", "2026-01-01T00:00:00Z")  # no token
+    run = _stored("2026-02-01T00:00:00Z", "t1", None)
+    assert _replay([run, legacy]) is legacy
+    assert supersedes(run, run)  # its writer remembered it, then read it back
+
+
+def test_9_token_and_based_on_survive_the_topic() -> None:
+    record = _stored("2026-02-01T00:00:00Z", "t1", "t0")
+    again = Checkpoint.from_json(record.to_json())
+    assert (again.token, again.based_on) == ("t1", "t0")
+    assert Checkpoint.from_json(Checkpoint("contacts", None).to_json()).token is None
