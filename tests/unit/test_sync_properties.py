@@ -76,14 +76,14 @@ def one_run(
     limit: int,
     during: list[Change],
     killed_after: int | None,
-    max_boundary_ids: int,
+    max_rejected: int,
     clock: Clock = Clock(),
     slices: int = 1,
 ) -> list[Version]:
     with_date = clock.skew_us is None
     started_at = source.clock + (clock.skew_us or 0)
     run = SyncRun(
-        "contacts", log.checkpoint, started_at=started_at, max_boundary_ids=max_boundary_ids
+        "contacts", log.checkpoint, started_at=started_at, max_rejected=max_rejected
     )
 
     def between_pages(page: int) -> None:
@@ -97,7 +97,7 @@ def one_run(
             limit,
             slices,
             started_at,
-            max_boundary_ids,
+            max_rejected,
             between_pages,
             killed_after,
             with_date,
@@ -119,7 +119,7 @@ def sliced_export(
     limit: int,
     slices: int,
     started_at: int,
-    max_boundary_ids: int,
+    max_rejected: int,
     between_pages: Callable[[int], None],
     killed_after: int | None,
     with_date: bool,
@@ -133,7 +133,7 @@ def sliced_export(
             "contacts",
             None,
             started_at=started_at,
-            max_boundary_ids=max_boundary_ids,
+            max_rejected=max_rejected,
             window=w,
             horizon=cap,
         )
@@ -162,7 +162,7 @@ def latest_per_key(events: list[Version]) -> dict[str, tuple[int, int]]:
     initial_ties=st.booleans(),
     limit=st.integers(1, 7),
     plans=run_plans,
-    max_boundary_ids=st.sampled_from([1, 3, 10_000]),
+    max_rejected=st.sampled_from([1, 3, 10_000]),
     clock=clocks,
     slices=st.sampled_from([1, 3]),
 )
@@ -172,7 +172,7 @@ def test_after_a_quiet_final_run_kafka_holds_the_source(
     initial_ties: bool,
     limit: int,
     plans: list[tuple[list[Change], list[Change], int | None]],
-    max_boundary_ids: int,
+    max_rejected: int,
     clock: Clock,
     slices: int,
 ) -> None:
@@ -183,13 +183,13 @@ def test_after_a_quiet_final_run_kafka_holds_the_source(
         for change in before:
             apply(source, change)
         at_start = source.current()
-        one_run(source, log, limit, during, killed_after, max_boundary_ids, clock, slices)
+        one_run(source, log, limit, during, killed_after, max_rejected, clock, slices)
         if killed_after is None:
             published = {(v.record_id, v.instant) for v in log.events}
             unchanged = {i: tv for i, tv in at_start.items() if source.records.get(i) == tv}
             # no version present at the start of a run (and not superseded in it) is skipped
             assert {(i, t) for i, (t, _) in unchanged.items()} <= published
-    one_run(source, log, limit, [], None, max_boundary_ids, clock, slices)  # quiet final run
+    one_run(source, log, limit, [], None, max_rejected, clock, slices)  # quiet final run
     assert latest_per_key(log.events) == source.current()
 
 
