@@ -82,9 +82,7 @@ def one_run(
 ) -> list[Version]:
     with_date = clock.skew_us is None
     started_at = source.clock + (clock.skew_us or 0)
-    run = SyncRun(
-        "contacts", log.checkpoint, started_at=started_at, max_rejected=max_rejected
-    )
+    run = SyncRun("contacts", log.checkpoint, started_at=started_at, max_rejected=max_rejected)
 
     def between_pages(page: int) -> None:
         for change in during:
