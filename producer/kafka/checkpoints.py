@@ -399,20 +399,6 @@ class CheckpointStore:
                 "this run's checkpoint is discarded and the next run starts from the new one"
             )
 
-    def record_for(
-        self, checkpoint: Checkpoint, based_on: Checkpoint | _Unchecked | None = UNCHECKED
-    ) -> tuple[bytes, bytes, Checkpoint]:
-        """Key, value and the checkpoint as it will be stored, for a checkpoint that fits in
-        one record; `records_for` in general."""
-        records, stored = self.records_for(checkpoint, based_on)
-        if len(records) != 1:
-            raise CheckpointStoreError(
-                f"the checkpoint of {checkpoint.resource} needs {len(records)} records"
-            )
-        key, value = records[0]
-        assert value is not None
-        return key, value, stored
-
     def records_for(
         self, checkpoint: Checkpoint, based_on: Checkpoint | _Unchecked | None = UNCHECKED
     ) -> tuple[list[Record], Checkpoint]:

@@ -133,7 +133,7 @@ def encode_checkpoint(
 ) -> tuple[bytes, list[bytes], ChunkRef | None]:
     """The main record's value and the chunk values (none when it fits in one record).
 
-    `checkpoint.token` names the chunks, so it must be set (`CheckpointStore.record_for`)."""
+    `checkpoint.token` names the chunks, so it must be set (`CheckpointStore.records_for`)."""
     whole = checkpoint.to_json()
     if len(whole) <= chunk_bytes:
         return whole, [], None
