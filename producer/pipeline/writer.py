@@ -25,6 +25,8 @@ from producer.sync.timestamps import from_micros
 
 log = logging.getLogger(__name__)
 
+PublishOutcome = Literal["published", "suppressed", "rejected"]
+RejectionHook = Callable[[Rejection, Origin, "str | None", "str | None"], None]
 DeadLetterPolicy = Literal["dead-letter", "fail"]
 DEAD_LETTER_POLICIES: Final = ("dead-letter", "fail")
 
@@ -54,14 +56,17 @@ class RunWriter:
         resource: str,
         run_id: str,
         sink: RunSink,
-        builder: EventBuilder,
+        builder: EventBuilder | None,
         deletes: DeleteGuard,
         observer: WriterObserver,
         producer_id: str,
         topic: str,
         dead_letter_policy: DeadLetterPolicy = "dead-letter",
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_reject: RejectionHook | None = None,
     ) -> None:
+        """`on_reject`: rejections go there instead of the dead-letter topic (redrive reports
+        what still fails rather than dead-lettering it a second time)."""
         if dead_letter_policy not in DEAD_LETTER_POLICIES:
             raise ValueError(f"unknown dead-letter policy {dead_letter_policy!r}")
         self.resource = resource
@@ -74,6 +79,7 @@ class RunWriter:
         self.topic = topic
         self.dead_letter_policy = dead_letter_policy
         self._now = now
+        self._on_reject = on_reject
 
     def apply_all(self, items: Iterable[Item]) -> None:
         for item in items:
@@ -94,20 +100,22 @@ class RunWriter:
             return self.commit(item)
         return None
 
-    def publish(self, item: Publish) -> bool:
-        """Build and publish one version; False when it was not published (suppressed as
-        older than its record's delete, or rejected: a dead letter)."""
+    def publish(self, item: Publish) -> PublishOutcome:
+        """Build and publish one version: published, suppressed (older than its record's
+        delete) or rejected (a dead letter)."""
         version = item.version
+        if self.builder is None:
+            raise TypeError(f"this writer of {self.resource} writes deletes only")
         built = self.builder.build(version, item.origin, item.context)
         # check and publish under one lock: a delete cannot land between them
         with self.deletes.holding():
             if self.deletes.deleted_after(self.resource, version.record_id, version.instant):
                 self._suppress(version.record_id, version.updated_at)
-                return False
+                return "suppressed"
             rejection = built if isinstance(built, Rejection) else self.sink.publish(built)
         if rejection is not None:
             self.reject(rejection, item.origin, version.record_id, version.updated_at)
-            return False
+            return "rejected"
         if version.stale:
             log.warning(
                 "%s %s is older than the checkpoint (updated_at %s); published anyway",
@@ -116,7 +124,7 @@ class RunWriter:
                 version.updated_at,
                 extra={"resource": self.resource, "record_id": version.record_id},
             )
-        return True
+        return "published"
 
     def delete(self, event: OutgoingEvent, slim: Callable[[OutgoingEvent], OutgoingEvent]) -> None:
         """A delete (the `op = "d"` event and its tombstone); one too large for its topic goes
@@ -129,6 +137,14 @@ class RunWriter:
             self.reject(rejected, event.origin, event.key, event.updated_at)
         if rejection is not None:
             raise RuntimeError(f"delete of {event.key} refused: {rejection.message}")
+
+    def finish(self) -> None:
+        """End a write that moves no checkpoint (a webhook delivery, a reconciliation, a
+        redrive): every event acknowledged, refusals dead-lettered, then the sink closed
+        without a commit: a commit would touch the lane's checkpoint and progress mark,
+        which belong to its runs."""
+        self.settle_refusals()
+        self.sink.abort()
 
     def settle_refusals(self) -> None:
         """Wait until Kafka answered for every event so far; dead-letter what it refused."""
@@ -160,6 +176,9 @@ class RunWriter:
         updated_at: str | None,
     ) -> None:
         """A record that did not become an event: a dead letter, or the end of the run."""
+        if self._on_reject is not None:
+            self._on_reject(rejection, origin, record_id, updated_at)
+            return
         where = (
             f"request {origin.request_id or 'n/a'}, page {origin.page}, position {origin.position}"
         )

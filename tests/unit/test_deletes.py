@@ -219,6 +219,18 @@ class Outcomes:
     def reconciled(self, resource: str, outcome: str, requests: int, seconds: float) -> None:
         self.reconciles.append((resource, outcome, requests))
 
+    def add_suppressed(self, resource: str, n: int = 1) -> None:
+        self.outcomes.append("writer:suppressed")
+
+    def add_dead_lettered(self, resource: str, reason: str, n: int = 1) -> None:
+        self.outcomes.append(f"writer:dead_lettered:{reason}")
+
+    def checkpoint_committed(self, resource: str, watermark: object) -> None:
+        raise AssertionError("a webhook or a reconciliation never commits a checkpoint")
+
+    def complete_up_to(self, resource: str, instant: object) -> None:
+        raise AssertionError("a webhook or a reconciliation never commits a checkpoint")
+
 
 def receiver(
     *, realtime: bool = False
