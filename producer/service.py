@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ from producer.sync.slices import (
     Window,
     plan_windows,
     restore_windows,
+    split_window,
 )
 from producer.sync.timestamps import Micros, to_micros
 
@@ -360,15 +362,24 @@ class SyncService:
         # the next one instead of idling. Newest first: records crowd at recent instants, so
         # the fullest windows start first and the thin old ones fill the gaps at the end
         # (longest first; measured in docs/performance.md).
-        queue = iter([w for w in windows if not w.done][::-1])
-        gate = threading.Lock()
-        """Held to take a page, or to write a mark: one page of one window at a time."""
+        queue = deque([w for w in windows if not w.done][::-1])
+        gate = threading.Condition()
+        """Held to take a page, or to write a mark: one page of one window at a time; idle
+        workers wait on it for a window to be split off for them."""
         batch = BatchPolicy(self.batch_pages, self.batch_seconds)
         failures: list[BaseException] = []
+        state = {"busy": 0, "idle": 0}
 
         def next_window() -> SyncRun | None:
             with gate:
-                return next(queue, None)
+                while not queue:
+                    if state["busy"] == 0 or failures or self.stop.is_set():
+                        return None  # nothing left to traverse or to split
+                    state["idle"] += 1
+                    gate.wait(0.1)
+                    state["idle"] -= 1
+                state["busy"] += 1
+                return queue.popleft()
 
         def traverse(window: SyncRun) -> None:
             for page in self.source_for(resource).pages(window.filter_gte, window.filter_lt):
@@ -381,6 +392,18 @@ class SyncService:
                         progress(resource, window.stats, writer.sink.acked)
                     if batch.page_taken():
                         writer.apply(windows_mark(windows, writer.run_id))
+                    if not window.done and state["idle"] and not queue:
+                        # windows follow the data: the rest of this one goes to the idle
+                        halves = split_window(
+                            window,
+                            run_id=writer.run_id,
+                            started_at=started_at,
+                            settle_us=self.settle_us,
+                        )
+                        if halves:
+                            windows.extend(halves)
+                            queue.extend(halves)
+                            gate.notify_all()
                     if window.done:
                         return
             raise TraversalError(f"{resource}: a window ended before has_more was false")
@@ -388,13 +411,18 @@ class SyncService:
         def work() -> None:
             try:
                 while (window := next_window()) is not None:
-                    traverse(window)
+                    try:
+                        traverse(window)
+                    finally:
+                        with gate:
+                            state["busy"] -= 1
+                            gate.notify_all()
             except BaseException as exc:  # handed to the run's thread below
                 failures.append(exc)
 
         threads = [
             threading.Thread(target=work, name=f"{resource}-slice-{n}")
-            for n in range(min(max(self.backfill_slices, 1), len(windows)))
+            for n in range(max(self.backfill_slices, 1))
         ]
         for thread in threads:
             thread.start()
