@@ -60,6 +60,13 @@ STALL_WARNING_S: Final = 5.0
 """A wait for acknowledgements longer than this logs a WARNING (and again every as long)."""
 DRAIN_TIMEOUT_S: Final = 180.0
 """Longer than `delivery.timeout.ms`: librdkafka reports every message by then."""
+DELETE_FLUSH_TIMEOUT_S: Final = 5.0
+"""How long a delete waits for its resource's exactly-once lane to hand Kafka what it holds.
+The caller holds the resource's delete guard meanwhile (its pollers wait), and a webhook's
+sender waits for the answer: a lane that does not get through by then (a broker stalling)
+fails the delete, which is tried again (Svix redelivers on the 503), instead of holding the
+guard for up to DRAIN_TIMEOUT_S (issue 17, failure 8b). A healthy lane is through within
+about a linger.ms."""
 
 
 def new_producer(
@@ -210,10 +217,19 @@ class KafkaRunSink:
 
         In exactly-once mode this is a `begin_direct` run sink (the shared producer, outside
         the lanes): first the resource's lane is flushed, so every version it was handed
-        before this delete (the caller holds the delete guard) is appended before the delete."""
+        before this delete (the caller holds the resource's delete guard) is appended before
+        the delete. A lane still holding messages after `DELETE_FLUSH_TIMEOUT_S` fails the
+        delete with `DeliveryError` before anything of it is sent."""
         lane = self._sink.lanes.get(self.resource)
         if lane is not None and lane is not self._producer:
-            lane.flush(DRAIN_TIMEOUT_S)
+            left = int(lane.flush(DELETE_FLUSH_TIMEOUT_S))
+            if left > 0:
+                raise DeliveryError(
+                    f"delete of {self.resource} record {event.key} not sent: the exactly-once "
+                    f"lane of {self.resource} still holds {left} message(s) after "
+                    f"{DELETE_FLUSH_TIMEOUT_S:g}s (Kafka slow or unreachable); the delete is "
+                    "tried again"
+                )
         rejection = self.publish(event)
         if rejection is not None:
             return rejection

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 class DeleteRecorder(Protocol):
     """What the receiver needs of the deletes store (`producer.kafka.deletes.DeleteStore`)."""
 
-    def holding(self) -> AbstractContextManager[None]: ...
+    def holding(self, resource: str) -> AbstractContextManager[None]: ...
 
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool: ...
 
@@ -200,9 +200,10 @@ class WebhookReceiver:
         record_id = str(event["id"])
         outgoing = OutgoingEvent(record_id, event, str(event["updated_at"]), origin)
         # The delete is kept (memory and deletes topic) before its event goes out, under the
-        # lock the pollers check under: no older polled version can follow the tombstone.
+        # resource's lock the pollers check under: no older polled version can follow the
+        # tombstone. Only this resource's: the delete may wait for its lane (bounded).
         guard = guard_instant(delivery, self.settle_us)
-        with self.deletes.holding():
+        with self.deletes.holding(resource):
             self.deletes.record_delete(resource, record_id, guard, "webhook")
             rejection = sink.delete(outgoing)
             if rejection is not None:  # too large: the delete still goes out, with before={id}
@@ -221,7 +222,7 @@ class WebhookReceiver:
         )
         context = RunContext(run_id, False, delivery.api_version, int(self.clock() * 1000))
         built = self._builders[resource].build(version, origin, context)
-        with self.deletes.holding():
+        with self.deletes.holding(resource):
             if self.deletes.deleted_after(resource, version.record_id, version.instant):
                 raise _SuppressedError
             rejection = built if isinstance(built, Rejection) else sink.publish(built)
