@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 class DeleteRecorder(Protocol):
     """What the receiver needs of the deletes store (`producer.kafka.deletes.DeleteStore`)."""
 
-    def holding(self, resource: str) -> AbstractContextManager[None]: ...
+    def holding(self, resource: str | None = None) -> AbstractContextManager[None]:
+        """As `producer.pipeline.deletes.DeleteGuard.holding` (the receiver names its resource)."""
+        ...
 
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool: ...
 
