@@ -56,7 +56,7 @@ class Decoder(Protocol):
 
 
 class DeleteKeeper(Protocol):
-    def holding(self) -> AbstractContextManager[None]: ...
+    def holding(self, resource: str | None = None) -> AbstractContextManager[None]: ...
 
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool: ...
 
@@ -228,7 +228,7 @@ class Reconciler:
                 )
                 origin = Origin(None, 0, 0, [raw])
                 outgoing = OutgoingEvent(record_id, event, str(event["updated_at"]), origin)
-                with self.deletes.holding():
+                with self.deletes.holding(resource):
                     self.deletes.record_delete(resource, record_id, listing_started_us, "reconcile")
                     writer.delete(outgoing, slim_delete)
                 deleted_now.append(record_id)

@@ -108,7 +108,7 @@ class RunWriter:
             raise TypeError(f"this writer of {self.resource} writes deletes only")
         built = self.builder.build(version, item.origin, item.context)
         # check and publish under one lock: a delete cannot land between them
-        with self.deletes.holding():
+        with self.deletes.holding(self.resource):
             if self.deletes.deleted_after(self.resource, version.record_id, version.instant):
                 self._suppress(version.record_id, version.updated_at)
                 return "suppressed"

@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 class DeleteRecorder(Protocol):
     """What the receiver needs of the deletes store (`producer.kafka.deletes.DeleteStore`)."""
 
-    def holding(self) -> AbstractContextManager[None]: ...
+    def holding(self, resource: str | None = None) -> AbstractContextManager[None]:
+        """As `producer.pipeline.deletes.DeleteGuard.holding` (the receiver names its resource)."""
+        ...
 
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool: ...
 
@@ -208,9 +210,10 @@ class WebhookReceiver:
         record_id = str(event["id"])
         outgoing = OutgoingEvent(record_id, event, str(event["updated_at"]), origin)
         # The delete is kept (memory and deletes topic) before its event goes out, under the
-        # lock the pollers check under: no older polled version can follow the tombstone.
+        # resource's lock the pollers check under: no older polled version can follow the
+        # tombstone. Only this resource's: the delete may wait for its lane (bounded).
         guard = guard_instant(delivery, self.settle_us)
-        with self.deletes.holding():
+        with self.deletes.holding(resource):
             self.deletes.record_delete(resource, record_id, guard, "webhook")
             writer.delete(outgoing, slim_delete)
 

@@ -187,8 +187,8 @@ class MemoryDeletes:
         self.index = DeleteIndex(retention_us=10**12)
         self.written: list[tuple[str, str, int, str]] = []
 
-    def holding(self) -> AbstractContextManager[None]:
-        return self.index.holding()
+    def holding(self, resource: str | None = None) -> AbstractContextManager[None]:
+        return self.index.holding(resource)
 
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool:
         return self.index.deleted_after(resource, record_id, instant_us)
