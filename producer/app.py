@@ -32,15 +32,10 @@ from producer.kafka.admin import (
 from producer.kafka.checkpoints import CheckpointStore
 from producer.kafka.connect import ConnectionProblem, probe_cluster, registry_problem
 from producer.kafka.deletes import DeleteStore
-from producer.kafka.publisher import (
-    DeliveryObserver,
-    KafkaRunSink,
-    KafkaSink,
-    TopicTarget,
-    new_producer,
-    new_transactional_producer,
-)
+from producer.kafka.publisher import DeliveryObserver, KafkaRunSink, TopicTarget, new_producer
 from producer.kafka.reader import TopicReadError, scan_to_end
+from producer.kafka.sink import KafkaSink
+from producer.kafka.transactions import new_transactional_producer
 from producer.observability.health import HealthState, default_liveness_timeout
 from producer.observability.metrics import ProducerMetrics
 from producer.pipeline.ports import Source

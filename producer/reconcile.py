@@ -36,6 +36,7 @@ from producer.pipeline.build import OutgoingEvent
 from producer.pipeline.dead_letters import Origin
 from producer.pipeline.deletes import build_delete_event, slim_delete
 from producer.pipeline.ports import Sink, Source, TraversalInterruptedError
+from producer.pipeline.writer import RunWriter, WriterObserver
 from producer.sync.run import TraversalError
 from producer.sync.timestamps import Micros, instant_micros, to_micros
 
@@ -55,14 +56,16 @@ class Decoder(Protocol):
 
 
 class DeleteKeeper(Protocol):
-    def holding(self) -> AbstractContextManager[None]: ...
+    def holding(self, resource: str | None = None) -> AbstractContextManager[None]: ...
+
+    def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool: ...
 
     def record_delete(
         self, resource: str, record_id: str, deleted_at_us: Micros, via: str
     ) -> None: ...
 
 
-class ReconcileObserver(Protocol):
+class ReconcileObserver(WriterObserver, Protocol):
     def reconciled(self, resource: str, outcome: str, requests: int, seconds: float) -> None: ...
 
     def delete_published(self, resource: str, source: str) -> None: ...
@@ -193,6 +196,16 @@ class Reconciler:
             return
         run_id = f"reconcile:{uuid.uuid4()}"
         sink = self.sink.begin(resource, run_id)
+        writer = RunWriter(
+            resource=resource,
+            run_id=run_id,
+            sink=sink,
+            builder=None,  # deletes only: a delete event is built from the last state
+            deletes=self.deletes,
+            observer=self.observer,
+            producer_id=self.producer_id,
+            topic=topic,
+        )
         try:
             deleted_now: list[str] = []
             for record_id in gone:
@@ -215,19 +228,11 @@ class Reconciler:
                 )
                 origin = Origin(None, 0, 0, [raw])
                 outgoing = OutgoingEvent(record_id, event, str(event["updated_at"]), origin)
-                with self.deletes.holding():
+                with self.deletes.holding(resource):
                     self.deletes.record_delete(resource, record_id, listing_started_us, "reconcile")
-                    rejection = sink.delete(outgoing)
-                    if rejection is not None:  # too large: before={id} still deletes the key
-                        rejection = sink.delete(slim_delete(outgoing))
-                if rejection is not None:
-                    raise RuntimeError(f"delete of {record_id} refused: {rejection.message}")
+                    writer.delete(outgoing, slim_delete)
                 deleted_now.append(record_id)
-            if sink.drain():
-                raise RuntimeError("Kafka refused a delete as too large (check max.message.bytes)")
-            # Every message is acknowledged. No checkpoint to write: close the sink without one
-            # (commit would also clear the progress mark of the resource's sync run).
-            sink.abort()
+            writer.finish()  # acknowledged; no checkpoint or progress mark touched
         except BaseException:
             sink.abort()
             raise

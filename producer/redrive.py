@@ -43,7 +43,9 @@ from producer.kafka.reader import KafkaConfig, TopicReadError, scan_to_end
 from producer.pipeline.build import EventBuilder, Rejection, RunContext
 from producer.pipeline.dead_letters import DeadLetter, Origin
 from producer.pipeline.deletes import DeleteGuard, NoDeletes
+from producer.pipeline.driver import Publish
 from producer.pipeline.ports import Sink
+from producer.pipeline.writer import RunWriter
 from producer.sync.run import Identity, Unplaceable, Version, identify
 from producer.sync.timestamps import to_micros
 
@@ -146,32 +148,82 @@ def redrive(
         if resource not in topic_for:
             report.still_failing[(resource, "unknown_resource")] += len(by_id)
             continue
-        run = sink.begin(resource, run_id)
-        builder = EventBuilder(resource, producer_id)
-        context = RunContext(run_id, snapshot=False, api_version=None, now_ms=now_ms)
-        on_topic = newest_on_topic.get(resource, {})
-        for record_id, (letter, identity) in sorted(by_id.items()):
-            if on_topic.get(record_id, -1) >= identity.instant or guard.deleted_after(
-                resource, record_id, identity.instant
-            ):
-                report.skipped[resource] += 1
-                continue
-            record = json.loads(letter.value)
-            version = Version(record, record_id, identity.updated_at, identity.instant)
-            origin = Origin(letter.request_id, letter.page, letter.position, [letter.value])
-            built = builder.build(version, origin, context)
-            rejection = built if isinstance(built, Rejection) else run.publish(built)
-            if rejection is not None:
-                report.still_failing[(resource, rejection.reason)] += 1
-            else:
-                report.published[resource] += 1
-        # Every event acknowledged; refusals stay dead letters. No checkpoint and no progress
-        # mark is written or cleared: those belong to the lane's runs (`abort` only closes).
-        for refusal in run.drain():
-            report.published[resource] -= 1
-            report.still_failing[(resource, refusal.rejection.reason)] += 1
-        run.abort()
+        failing = _StillFailing(report, resource)
+        writer = RunWriter(
+            resource=resource,
+            run_id=run_id,
+            sink=sink.begin(resource, run_id),
+            builder=EventBuilder(resource, producer_id),
+            deletes=guard,
+            observer=_UNOBSERVED,
+            producer_id=producer_id,
+            topic=topic_for[resource],
+            on_reject=failing,
+        )
+        try:
+            _redrive_resource(writer, failing, by_id, newest_on_topic.get(resource, {}), now_ms)
+        except BaseException:
+            writer.sink.abort()
+            raise
     return report
+
+
+class _StillFailing:
+    """Rejections are reported, not dead-lettered again (module docstring)."""
+
+    def __init__(self, report: RedriveReport, resource: str) -> None:
+        self.report, self.resource = report, resource
+        self.draining = False
+        """Set for Kafka's refusals at the end: those were counted as published first."""
+
+    def __call__(self, rejection: Rejection, *_: object) -> None:
+        self.report.still_failing[(self.resource, rejection.reason)] += 1
+        if self.draining:
+            self.report.published[self.resource] -= 1
+
+
+def _redrive_resource(
+    writer: RunWriter,
+    failing: _StillFailing,
+    by_id: Mapping[str, tuple[DeadLetter, Identity]],
+    on_topic: Mapping[str, int],
+    now_ms: int,
+) -> None:
+    resource, report = writer.resource, failing.report
+    context = RunContext(writer.run_id, snapshot=False, api_version=None, now_ms=now_ms)
+    for record_id, (letter, identity) in sorted(by_id.items()):
+        if on_topic.get(record_id, -1) >= identity.instant:
+            report.skipped[resource] += 1
+            continue
+        record = json.loads(letter.value)
+        version = Version(record, record_id, identity.updated_at, identity.instant)
+        origin = Origin(letter.request_id, letter.page, letter.position, [letter.value])
+        outcome = writer.publish(Publish(version, origin, context))
+        if outcome == "published":
+            report.published[resource] += 1
+        elif outcome == "suppressed":  # deleted since (the deletes topic)
+            report.skipped[resource] += 1
+    failing.draining = True
+    writer.finish()  # acknowledged; no checkpoint or progress mark touched
+
+
+class _Unobserved:
+    """Redrive runs as a command: its outcome is the printed report, not metrics."""
+
+    def add_suppressed(self, resource: str, n: int = 1) -> None:
+        return None
+
+    def add_dead_lettered(self, resource: str, reason: str, n: int = 1) -> None:
+        return None
+
+    def checkpoint_committed(self, resource: str, watermark: datetime | None) -> None:
+        return None
+
+    def complete_up_to(self, resource: str, instant: datetime) -> None:
+        return None
+
+
+_UNOBSERVED: Final = _Unobserved()
 
 
 def latest_letter_per_record(

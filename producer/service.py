@@ -13,25 +13,31 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Final
 
 from producer.observability.logging import log_run
-from producer.pipeline.build import EventBuilder, Rejection, RunContext
-from producer.pipeline.dead_letters import DeadLetter, Origin
+from producer.pipeline.build import EventBuilder
 from producer.pipeline.deletes import DeleteGuard, NoDeletes
+from producer.pipeline.driver import BatchPolicy, Commit, page_items, run_mark, windows_mark
 from producer.pipeline.ports import (
     CheckpointReader,
     LaneFencedError,
     Liveness,
     RunObserver,
-    RunSink,
     Sink,
     Source,
     SourcePage,
     TraversalInterruptedError,
+)
+from producer.pipeline.writer import (
+    DEAD_LETTER_POLICIES,
+    DeadLetterPolicy,
+    RejectedRecordsError,
+    RunWriter,
 )
 from producer.sync.checkpoint import Checkpoint
 from producer.sync.progress import Progress
@@ -48,9 +54,9 @@ from producer.sync.slices import (
     Window,
     plan_windows,
     restore_windows,
-    window_progress,
+    split_window,
 )
-from producer.sync.timestamps import Micros, from_micros, to_micros
+from producer.sync.timestamps import Micros, to_micros
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +73,18 @@ IDLE_REPORT_MAX_S: Final = 10.0
 """An idle worker reports liveness at least this often, and more often when
 LIVENESS_STALL_SECONDS is short (a quarter of it)."""
 
-DeadLetterPolicy = Literal["dead-letter", "fail"]
-DEAD_LETTER_POLICIES: Final = ("dead-letter", "fail")
+__all__ = [
+    "DEAD_LETTER_POLICIES",
+    "DeadLetterPolicy",
+    "RejectedRecordsError",
+    "RunInterruptedError",
+    "RunReport",
+    "SyncService",
+]
 
 
 class RunInterruptedError(TraversalInterruptedError):
     """The service is stopping; the run ends without a checkpoint."""
-
-
-class RejectedRecordsError(RuntimeError):
-    """A record could not become an event and DEAD_LETTER_POLICY=fail: the run fails."""
 
 
 @dataclass
@@ -234,29 +242,28 @@ class SyncService:
         report.snapshot = run.snapshot
         report.resumed_from = resumed_at
         sliced_resume = resume is not None and bool(resume.windows)
+        writer = RunWriter(
+            resource=resource,
+            run_id=run_id,
+            sink=sink,
+            builder=self._builders[resource],
+            deletes=self.deletes,
+            observer=self.observer,
+            producer_id=self.producer_id,
+            topic=self.topic_for(resource),
+            dead_letter_policy=self.dead_letter_policy,
+        )
         try:
             if sliced_resume or (run.snapshot and resume is None and self.backfill_slices > 1):
                 run = self._traverse_sliced(
-                    run, run_id, sink, progress, resume if sliced_resume else None
+                    run, writer, progress, resume if sliced_resume else None
                 )
                 report.stats = run.stats
             else:
-                self._traverse(run, run_id, sink, progress, previous)
-            self._dead_letter_refusals(resource, sink, run_id)
-            completed = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-            checkpoint = run.checkpoint_after(
-                run_id=run_id, completed_at=completed, published=sink.acked
-            )
-            complete = None if run.horizon is None else from_micros(run.horizon)
-            sink.commit(checkpoint, based_on=previous, complete_up_to=complete)
-            if complete is not None:
-                self.observer.complete_up_to(resource, complete)
+                self._traverse(run, writer, progress, previous)
+            checkpoint = writer.apply(Commit(run, previous))
             if checkpoint is not None:
                 report.checkpoint_after = checkpoint.updated_at
-                newest = run.newest_instant
-                self.observer.checkpoint_committed(
-                    resource, from_micros(newest) if newest is not None else None
-                )
             report.outcome = "success"
         except TraversalInterruptedError:
             sink.abort()
@@ -284,19 +291,6 @@ class SyncService:
             self.fenced = str(exc)
             self.stop.set()
 
-    def _dead_letter_refusals(self, resource: str, sink: RunSink, run_id: str) -> None:
-        """Wait until Kafka answered for every event so far; dead-letter what it refused."""
-        for refusal in sink.drain():
-            self._reject(
-                resource,
-                sink,
-                run_id,
-                refusal.rejection,
-                refusal.origin,
-                refusal.key,
-                refusal.updated_at,
-            )
-
     def _finish(self, report: RunReport, started: float) -> None:
         report.duration_s = self.clock() - started
         self.observer.run_finished(report.resource, report.outcome, report.duration_s)
@@ -306,37 +300,30 @@ class SyncService:
     def _traverse(
         self,
         run: SyncRun,
-        run_id: str,
-        sink: RunSink,
+        writer: RunWriter,
         progress: ProgressFn | None,
         committed: Checkpoint | None,
     ) -> None:
         source = self.source_for(run.resource)
-        batch_started, batch_pages = time.monotonic(), 0
+        batch = BatchPolicy(self.batch_pages, self.batch_seconds)
         for page in source.pages(run.filter_gte):
             if self.stop.is_set():
                 raise RunInterruptedError
-            self._take_page(run, run_id, sink, page)
+            self._take_page(run, writer, page)
             self.liveness.progress(run.resource)
             if progress is not None:
-                progress(run.resource, run.stats, sink.acked)
+                progress(run.resource, run.stats, writer.sink.acked)
             if run.done:
                 break
-            batch_pages += 1
-            if (
-                batch_pages >= self.batch_pages
-                or time.monotonic() - batch_started >= self.batch_seconds
-            ):
-                self._mark_progress(run, run_id, sink, committed)
-                batch_started, batch_pages = time.monotonic(), 0
+            if batch.page_taken():
+                writer.apply(run_mark(run, writer.run_id, committed))
         if not run.done:
             raise TraversalError(f"{run.resource}: the source ended before has_more was false")
 
     def _traverse_sliced(
         self,
         run: SyncRun,
-        run_id: str,
-        sink: RunSink,
+        writer: RunWriter,
         progress: ProgressFn | None,
         resume: Progress | None,
     ) -> SyncRun:
@@ -356,7 +343,7 @@ class SyncService:
         else:
             planned = self._plan_windows(resource)
             if planned is None:  # nothing to cut: one traversal
-                self._traverse(run, run_id, sink, progress, None)
+                self._traverse(run, writer, progress, None)
                 return run
             cap, bounds = planned
             windows = [
@@ -375,32 +362,48 @@ class SyncService:
         # the next one instead of idling. Newest first: records crowd at recent instants, so
         # the fullest windows start first and the thin old ones fill the gaps at the end
         # (longest first; measured in docs/performance.md).
-        queue = iter([w for w in windows if not w.done][::-1])
-        gate = threading.Lock()
-        """Held to take a page, or to write a mark: one page of one window at a time."""
-        batch = {"started": time.monotonic(), "pages": 0}
+        queue = deque([w for w in windows if not w.done][::-1])
+        gate = threading.Condition()
+        """Held to take a page, or to write a mark: one page of one window at a time; idle
+        workers wait on it for a window to be split off for them."""
+        batch = BatchPolicy(self.batch_pages, self.batch_seconds)
         failures: list[BaseException] = []
+        state = {"busy": 0, "idle": 0}
 
         def next_window() -> SyncRun | None:
             with gate:
-                return next(queue, None)
+                while not queue:
+                    if state["busy"] == 0 or failures or self.stop.is_set():
+                        return None  # nothing left to traverse or to split
+                    state["idle"] += 1
+                    gate.wait(0.1)
+                    state["idle"] -= 1
+                state["busy"] += 1
+                return queue.popleft()
 
         def traverse(window: SyncRun) -> None:
             for page in self.source_for(resource).pages(window.filter_gte, window.filter_lt):
                 if self.stop.is_set() or failures:
                     raise RunInterruptedError
                 with gate:
-                    self._take_page(window, run_id, sink, page)
+                    self._take_page(window, writer, page)
                     self.liveness.progress(resource)
                     if progress is not None:
-                        progress(resource, window.stats, sink.acked)
-                    batch["pages"] += 1
-                    if (
-                        batch["pages"] >= self.batch_pages
-                        or time.monotonic() - batch["started"] >= self.batch_seconds
-                    ):
-                        self._mark_windows(windows, run_id, sink)
-                        batch.update(started=time.monotonic(), pages=0)
+                        progress(resource, window.stats, writer.sink.acked)
+                    if batch.page_taken():
+                        writer.apply(windows_mark(windows, writer.run_id))
+                    if not window.done and state["idle"] and not queue:
+                        # windows follow the data: the rest of this one goes to the idle
+                        halves = split_window(
+                            window,
+                            run_id=writer.run_id,
+                            started_at=started_at,
+                            settle_us=self.settle_us,
+                        )
+                        if halves:
+                            windows.extend(halves)
+                            queue.extend(halves)
+                            gate.notify_all()
                     if window.done:
                         return
             raise TraversalError(f"{resource}: a window ended before has_more was false")
@@ -408,13 +411,18 @@ class SyncService:
         def work() -> None:
             try:
                 while (window := next_window()) is not None:
-                    traverse(window)
+                    try:
+                        traverse(window)
+                    finally:
+                        with gate:
+                            state["busy"] -= 1
+                            gate.notify_all()
             except BaseException as exc:  # handed to the run's thread below
                 failures.append(exc)
 
         threads = [
             threading.Thread(target=work, name=f"{resource}-slice-{n}")
-            for n in range(min(max(self.backfill_slices, 1), len(windows)))
+            for n in range(max(self.backfill_slices, 1))
         ]
         for thread in threads:
             thread.start()
@@ -448,164 +456,14 @@ class SyncService:
         cap = to_micros(clock) - self.settle_us
         return cap, plan_windows(earliest, cap, self.backfill_slices * WINDOWS_PER_SLICE)
 
-    def _mark_windows(self, windows: list[SyncRun], run_id: str, sink: RunSink) -> None:
-        """A progress mark of a sliced export (the caller holds the page gate): every event so
-        far acknowledged (refusals dead-lettered), then every window's resume point."""
-        resource = windows[0].resource
-        self._dead_letter_refusals(resource, sink, run_id)
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        sink.mark_progress(
-            Progress(
-                resource=resource,
-                mark=None,
-                snapshot=True,
-                based_on=None,  # a first export: no committed checkpoint to start from
-                run_id=run_id,
-                pages=sum(w.stats.pages for w in windows),
-                written_at=now,
-                windows=window_progress(windows, run_id=run_id, written_at=now),
-            )
-        )
-
-    def _mark_progress(
-        self, run: SyncRun, run_id: str, sink: RunSink, committed: Checkpoint | None
-    ) -> None:
-        """End of a batch: every event so far acknowledged (refusals dead-lettered), then a
-        progress mark a restarted run can resume from."""
-        self._dead_letter_refusals(run.resource, sink, run_id)
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        mark = run.progress_mark(run_id=run_id, completed_at=now, published=sink.acked)
-        if mark is None:
-            return  # nothing past the starting point yet
-        sink.mark_progress(
-            Progress(
-                resource=run.resource,
-                mark=mark,
-                snapshot=run.snapshot,
-                based_on=committed.run_id if committed is not None else None,
-                run_id=run_id,
-                pages=run.stats.pages,
-                written_at=now,
-            )
-        )
-
-    def _take_page(self, run: SyncRun, run_id: str, sink: RunSink, page: SourcePage) -> None:
+    def _take_page(self, run: SyncRun, writer: RunWriter, page: SourcePage) -> None:
         resource = run.resource
         if page.server_date is not None:
             self.observer.observe_server_date(resource, page.server_date, self.clock())
-        result = run.accept_page(
-            page.records,
-            has_more=page.has_more,
-            next_cursor=page.next_cursor,
-            served_at=to_micros(page.server_date) if page.server_date else None,
-        )
+        items = page_items(run, page, writer.run_id, int(self.clock() * 1000))
         self.observer.add_pages(resource)
         self.observer.add_fetched(resource, len(page.records))
-        for rejected in result.rejected:
-            origin = Origin(page.request_id, rejected.page, rejected.position, page.raw_records)
-            record_id = _record_id_of(rejected.record)
-            unplaceable = Rejection(rejected.reason, rejected.message)
-            self._reject(resource, sink, run_id, unplaceable, origin, record_id, None)
-        context = RunContext(run_id, run.snapshot, page.api_version, int(self.clock() * 1000))
-        builder = self._builders[resource]
-        for version in result.accepted:
-            origin = Origin(page.request_id, version.page, version.position, page.raw_records)
-            built = builder.build(version, origin, context)
-            # check and publish under one lock: a delete cannot land between them
-            with self.deletes.holding():
-                if self.deletes.deleted_after(resource, version.record_id, version.instant):
-                    self._suppress(resource, version.record_id, version.updated_at)
-                    continue
-                rejection: Rejection | None = (
-                    built if isinstance(built, Rejection) else sink.publish(built)
-                )
-            if rejection is not None:
-                self._reject(
-                    resource,
-                    sink,
-                    run_id,
-                    rejection,
-                    origin,
-                    version.record_id,
-                    version.updated_at,
-                )
-            elif version.stale:
-                log.warning(
-                    "%s %s is older than the checkpoint (updated_at %s); published anyway",
-                    resource,
-                    version.record_id,
-                    version.updated_at,
-                    extra={"resource": resource, "record_id": version.record_id},
-                )
-
-    def _suppress(self, resource: str, record_id: str, updated_at: str) -> None:
-        """No resurrection: this version was read before the record's delete reached Kafka."""
-        self.observer.add_suppressed(resource)
-        log.info(
-            "%s %s (updated_at %s) was deleted since; this older version is not published",
-            resource,
-            record_id,
-            updated_at,
-            extra={
-                "event": "suppressed_after_delete",
-                "resource": resource,
-                "record_id": record_id,
-            },
-        )
-
-    def _reject(
-        self,
-        resource: str,
-        sink: RunSink,
-        run_id: str,
-        rejection: Rejection,
-        origin: Origin,
-        record_id: str | None,
-        updated_at: str | None,
-    ) -> None:
-        """A record that did not become an event: a dead letter, or the end of the run."""
-        where = (
-            f"request {origin.request_id or 'n/a'}, page {origin.page}, position {origin.position}"
-        )
-        if self.dead_letter_policy == "fail":
-            raise RejectedRecordsError(
-                f"record {record_id or '(no id)'} of {resource} cannot be synced ({where}): "
-                f"{rejection.reason}: {rejection.message} (DEAD_LETTER_POLICY=fail)"
-            )
-        letter = DeadLetter(
-            resource=resource,
-            reason=rejection.reason,
-            message=rejection.message,
-            value=origin.raw,
-            run_id=run_id,
-            producer_id=self.producer_id,
-            topic=self.topic_for(resource),
-            request_id=origin.request_id,
-            page=origin.page,
-            position=origin.position,
-            record_id=record_id,
-            updated_at=updated_at,
-            detail=rejection.detail,
-        )
-        sink.dead_letter(letter)
-        self.observer.add_dead_lettered(resource, rejection.reason)
-        log.warning(
-            "%s %s dead-lettered (%s): %s",
-            resource,
-            record_id or "(no id)",
-            rejection.reason,
-            rejection.message,
-            extra={
-                "event": "dead_letter",
-                "resource": resource,
-                "record_id": record_id,
-                "reason": rejection.reason,
-                "request_id": origin.request_id,
-                "page": origin.page,
-                "position": origin.position,
-                **rejection.detail,
-            },
-        )
+        writer.apply_all(items)
 
     def _log(self, report: RunReport) -> None:
         log_run(
@@ -696,16 +554,3 @@ class SyncService:
                 if time.monotonic() >= next_run:
                     break
         self.liveness.worker_done(resource)
-
-
-def _record_id_of(record: object) -> str | None:
-    """The id of a record that could not be placed, when it has a usable one (the DLQ key)."""
-    if isinstance(record, dict):
-        record_id = record.get("id")
-        if isinstance(record_id, str) and record_id:
-            try:
-                record_id.encode()
-            except UnicodeEncodeError:
-                return None
-            return record_id
-    return None

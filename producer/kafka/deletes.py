@@ -64,8 +64,8 @@ class DeleteStore:
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool:
         return self.index.deleted_after(resource, record_id, instant_us)
 
-    def holding(self) -> AbstractContextManager[None]:
-        return self.index.holding()
+    def holding(self, resource: str | None = None) -> AbstractContextManager[None]:
+        return self.index.holding(resource)
 
     def load(self) -> int:
         """Read the topic to its end; returns the number of deleted ids kept."""

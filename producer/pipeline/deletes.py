@@ -27,6 +27,7 @@ from producer.events import (
     unknown_fields_json,
 )
 from producer.pipeline.build import OutgoingEvent
+from producer.pipeline.resource_locks import ResourceLocks
 from producer.sync.timestamps import Micros, format_instant
 
 DELETE_OP: Final = "d"
@@ -101,9 +102,11 @@ class DeleteGuard(Protocol):
         than the delete: publishing it would resurrect the record)."""
         ...
 
-    def holding(self) -> AbstractContextManager[Any]:
+    def holding(self, resource: str | None = None) -> AbstractContextManager[Any]:
         """A context manager: the check and the publish it guards happen under it, so a
-        delete cannot slip between them."""
+        delete cannot slip between them. Per resource: a delete of one resource (which may
+        wait for that resource's lane) never blocks another's publishes. Without a resource,
+        every resource's guard at once (for callers that do not name theirs yet)."""
         ...
 
 
@@ -125,14 +128,17 @@ class DeleteIndex:
         self.retention_us = retention_us
         self._deleted: dict[tuple[str, str], DeleteEntry] = {}
         self._deliveries: dict[str, Micros] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
+        """Guards the two dicts only, for the moment of a read or write: never held while
+        anything waits for Kafka (that is the resources' guards, `holding`)."""
+        self._guards = ResourceLocks()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._deleted)
 
-    def holding(self) -> AbstractContextManager[Any]:
-        return self._lock  # the lock itself: taken once per published record
+    def holding(self, resource: str | None = None) -> AbstractContextManager[Any]:
+        return self._guards.holding(resource)
 
     def note_deleted(
         self, resource: str, record_id: str, deleted_at_us: Micros, noted_at_us: Micros
@@ -187,5 +193,5 @@ class NoDeletes:
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool:
         return False
 
-    def holding(self) -> AbstractContextManager[None]:
+    def holding(self, resource: str | None = None) -> AbstractContextManager[None]:
         return _NOTHING_HELD

@@ -304,6 +304,13 @@ class SyncRun:
         """The progress mark this run resumed from, if any."""
         return self.previous if self._resumed else None
 
+    def hand_over_rest(self) -> None:
+        """End this window's traversal at the current page: the rest of its range was handed
+        to windows of its own (`producer.sync.slices.split_window`); what it saw so far is
+        what it adds to `merged`."""
+        self.done = True
+        self.cursor = None
+
     def finish_restored(self) -> None:
         """A window that had finished before a restart (producer/sync/slices.py): done; its
         mark (`resume_from`) is what it adds to `merged`."""

@@ -12,6 +12,13 @@ set before their first page: a window that starts later must not get a later cap
 or it would forget versions (bounded memory forgets below min(newest, cap)) that the export's
 checkpoint, capped at the earliest cap, still needs.
 
+Windows follow the data: even time windows cannot follow a burst (a bulk import puts every
+record of 30 days in 6 seconds, so one window holds them all). When a worker is idle and a
+window is still busy, the busy window hands the rest of its range over at the `updated_at` its
+traversal has reached (`split_window`): it ends at its page boundary, the rest is cut in two,
+the first half resuming from the busy window's mark (its boundary dedup), the second fresh.
+Halving again whenever a worker idles converges on the data in a few splits per decade.
+
 Progress marks of a sliced export hold every window (`window_progress`); a restarted export
 resumes each window from its own mark (`restore_windows`): finished windows are not traversed
 again, and no window publishes what its mark covers (exactly once in exactly-once mode).
@@ -25,7 +32,7 @@ from typing import Final
 from producer.sync.checkpoint import DEFAULT_MAX_REJECTED
 from producer.sync.progress import WindowProgress
 from producer.sync.run import SyncRun
-from producer.sync.timestamps import Micros, format_instant
+from producer.sync.timestamps import Micros, format_instant, instant_micros
 
 Window = tuple[str, str | None]
 
@@ -44,6 +51,45 @@ def plan_windows(earliest: Micros, cap: Micros, slices: int) -> list[Window]:
     bounds = [earliest + span * i // count for i in range(count)]
     texts = [format_instant(b) for b in bounds]
     return [(texts[i], texts[i + 1] if i + 1 < count else None) for i in range(count)]
+
+
+MIN_SPLIT_US: Final = 2_000_000
+"""A window whose rest spans less than this is not split: two windows of a few records each
+cost more requests than they save."""
+
+
+def split_window(
+    window: SyncRun, *, run_id: str, started_at: Micros, settle_us: Micros
+) -> list[SyncRun] | None:
+    """Hand the rest of a busy `window` to two new windows, or None when it cannot be cut:
+    nothing seen yet, a boundary too large to carry in a mark, or a rest too short."""
+    if window.done or window.window is None or window.horizon is None:
+        return None
+    mark = window.progress_mark(run_id=run_id, completed_at="", published=0)
+    if mark is None or mark.instant is None or not mark.boundary_complete:
+        return None
+    _, lt = window.window
+    end = window.horizon if lt is None else instant_micros(lt)
+    if end - mark.instant < MIN_SPLIT_US:
+        return None
+    middle = format_instant(mark.instant + (end - mark.instant) // 2)
+    halves = []
+    for bounds, resume in (((mark.filter_value or middle, middle), mark), ((middle, lt), None)):
+        halves.append(
+            SyncRun(
+                window.resource,
+                None,
+                started_at=started_at,
+                max_rejected=window.max_rejected,
+                resume_from=resume,  # the first half skips what the busy window published
+                snapshot=True,
+                window=bounds,
+                horizon=window.horizon,
+                settle_us=settle_us,
+            )
+        )
+    window.hand_over_rest()
+    return halves
 
 
 def window_progress(

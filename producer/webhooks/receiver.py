@@ -30,10 +30,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from producer.events import RecordConformanceError
-from producer.pipeline.build import EventBuilder, OutgoingEvent, Rejection, RunContext
-from producer.pipeline.dead_letters import DeadLetter, Origin
+from producer.pipeline.build import EventBuilder, OutgoingEvent, RunContext
+from producer.pipeline.dead_letters import Origin
 from producer.pipeline.deletes import build_delete_event, slim_delete
-from producer.pipeline.ports import RunSink, Sink
+from producer.pipeline.driver import Publish
+from producer.pipeline.ports import Sink
+from producer.pipeline.writer import PublishOutcome, RunWriter, WriterObserver
 from producer.sync.run import CLOCK_MARGIN_US, Identity, Unplaceable, Version, identify
 from producer.sync.timestamps import Micros
 from producer.webhooks.delivery import (
@@ -50,7 +52,9 @@ log = logging.getLogger(__name__)
 class DeleteRecorder(Protocol):
     """What the receiver needs of the deletes store (`producer.kafka.deletes.DeleteStore`)."""
 
-    def holding(self) -> AbstractContextManager[None]: ...
+    def holding(self, resource: str | None = None) -> AbstractContextManager[None]:
+        """As `producer.pipeline.deletes.DeleteGuard.holding` (the receiver names its resource)."""
+        ...
 
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool: ...
 
@@ -63,7 +67,7 @@ class DeleteRecorder(Protocol):
     ) -> None: ...
 
 
-class WebhookObserver(Protocol):
+class WebhookObserver(WriterObserver, Protocol):
     def webhook_delivery(self, outcome: str) -> None: ...
 
     def delete_published(self, resource: str, source: str) -> None: ...
@@ -160,16 +164,22 @@ class WebhookReceiver:
         run_id = f"webhook:{delivery.delivery_id}"
         origin = Origin(delivery.delivery_id, 0, 0, [body])
         sink = self.sink.begin(resource, run_id)
+        writer = RunWriter(
+            resource=resource,
+            run_id=run_id,
+            sink=sink,
+            builder=self._builders[resource],
+            deletes=self.deletes,
+            observer=self.observer,
+            producer_id=self.producer_id,
+            topic=self.topic_for(resource),
+        )
         try:
             if delivery.action == "deleted":
-                self._delete(sink, delivery, run_id, origin)
-            else:
-                self._change(sink, delivery, run_id, origin)
-            if sink.drain():
-                raise RuntimeError("Kafka refused an event as too large (check max.message.bytes)")
-            # Every message is acknowledged. No checkpoint to write: close the sink without one
-            # (commit would also clear the progress mark of the resource's sync run).
-            sink.abort()
+                self._delete(writer, delivery, origin)
+            elif self._change(writer, delivery, origin) == "suppressed":
+                raise _SuppressedError
+            writer.finish()  # acknowledged; refusals dead-lettered; no checkpoint touched
         except _SuppressedError:
             sink.abort()
             self.deletes.record_delivery(delivery.delivery_id)
@@ -182,7 +192,7 @@ class WebhookReceiver:
             self.observer.delete_published(resource, "webhook")
         return "published"
 
-    def _delete(self, sink: RunSink, delivery: Delivery, run_id: str, origin: Origin) -> None:
+    def _delete(self, writer: RunWriter, delivery: Delivery, origin: Origin) -> None:
         resource = delivery.resource
         assert resource is not None
         try:
@@ -190,7 +200,7 @@ class WebhookReceiver:
                 resource,
                 delivery.object,
                 deleted_at_us=delivery.created_at_us,
-                run_id=run_id,
+                run_id=writer.run_id,
                 producer_id=self.producer_id,
                 api_version=delivery.api_version,
                 now_ms=int(self.clock() * 1000),
@@ -200,62 +210,23 @@ class WebhookReceiver:
         record_id = str(event["id"])
         outgoing = OutgoingEvent(record_id, event, str(event["updated_at"]), origin)
         # The delete is kept (memory and deletes topic) before its event goes out, under the
-        # lock the pollers check under: no older polled version can follow the tombstone.
+        # resource's lock the pollers check under: no older polled version can follow the
+        # tombstone. Only this resource's: the delete may wait for its lane (bounded).
         guard = guard_instant(delivery, self.settle_us)
-        with self.deletes.holding():
+        with self.deletes.holding(resource):
             self.deletes.record_delete(resource, record_id, guard, "webhook")
-            rejection = sink.delete(outgoing)
-            if rejection is not None:  # too large: the delete still goes out, with before={id}
-                rejection = sink.delete(slim_delete(outgoing)) or rejection
-        if rejection is not None:
-            self._dead_letter(sink, resource, run_id, rejection, origin, record_id, None)
+            writer.delete(outgoing, slim_delete)
 
-    def _change(self, sink: RunSink, delivery: Delivery, run_id: str, origin: Origin) -> None:
-        resource = delivery.resource
-        assert resource is not None
+    def _change(self, writer: RunWriter, delivery: Delivery, origin: Origin) -> PublishOutcome:
+        """A realtime change (WEBHOOK_REALTIME): published like a polled version."""
         identity = identify(delivery.object)
         if isinstance(identity, Unplaceable):
             raise MalformedDeliveryError(identity.message)
         version = Version(
             delivery.object, identity.record_id, identity.updated_at, identity.instant
         )
-        context = RunContext(run_id, False, delivery.api_version, int(self.clock() * 1000))
-        built = self._builders[resource].build(version, origin, context)
-        with self.deletes.holding():
-            if self.deletes.deleted_after(resource, version.record_id, version.instant):
-                raise _SuppressedError
-            rejection = built if isinstance(built, Rejection) else sink.publish(built)
-        if rejection is not None:
-            self._dead_letter(
-                sink, resource, run_id, rejection, origin, version.record_id, version.updated_at
-            )
-
-    def _dead_letter(
-        self,
-        sink: RunSink,
-        resource: str,
-        run_id: str,
-        rejection: Rejection,
-        origin: Origin,
-        record_id: str,
-        updated_at: str | None,
-    ) -> None:
-        """The delivery's body, as sent, goes to the dead-letter topic (like a polled record)."""
-        sink.dead_letter(
-            DeadLetter(
-                resource=resource,
-                reason=rejection.reason,
-                message=rejection.message,
-                value=origin.raw,
-                run_id=run_id,
-                producer_id=self.producer_id,
-                topic=self.topic_for(resource),
-                request_id=origin.request_id,
-                record_id=record_id,
-                updated_at=updated_at,
-                detail=rejection.detail,
-            )
-        )
+        context = RunContext(writer.run_id, False, delivery.api_version, int(self.clock() * 1000))
+        return writer.publish(Publish(version, origin, context))
 
 
 def guard_instant(delivery: Delivery, settle_us: Micros) -> Micros:

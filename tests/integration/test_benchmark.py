@@ -31,7 +31,7 @@ def test_the_small_benchmark_runs_every_part(local_stack: Any) -> None:
     figures = {
         line.split()[0]: line.split()[1]
         for line in done.stdout.splitlines()
-        if line.startswith(("micro.", "instant.", "latency."))
+        if line.startswith(("micro.", "instant.", "latency.", "burst."))
     }
     for name in (
         "instant.producer.records_per_s",
@@ -41,6 +41,8 @@ def test_the_small_benchmark_runs_every_part(local_stack: Any) -> None:
         "instant.sequential.records_per_s",
         "instant.ceiling.records_per_s",
         "latency.producer.traversal_share_of_bound",
+        "burst.sliced.share_of_k_traversals",
+        "burst.sliced.speedup",
         "micro.contacts.build_compiled_us",
     ):
         assert name in figures, done.stdout

@@ -187,8 +187,8 @@ class MemoryDeletes:
         self.index = DeleteIndex(retention_us=10**12)
         self.written: list[tuple[str, str, int, str]] = []
 
-    def holding(self) -> AbstractContextManager[None]:
-        return self.index.holding()
+    def holding(self, resource: str | None = None) -> AbstractContextManager[None]:
+        return self.index.holding(resource)
 
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool:
         return self.index.deleted_after(resource, record_id, instant_us)
@@ -218,6 +218,18 @@ class Outcomes:
 
     def reconciled(self, resource: str, outcome: str, requests: int, seconds: float) -> None:
         self.reconciles.append((resource, outcome, requests))
+
+    def add_suppressed(self, resource: str, n: int = 1) -> None:
+        self.outcomes.append("writer:suppressed")
+
+    def add_dead_lettered(self, resource: str, reason: str, n: int = 1) -> None:
+        self.outcomes.append(f"writer:dead_lettered:{reason}")
+
+    def checkpoint_committed(self, resource: str, watermark: object) -> None:
+        raise AssertionError("a webhook or a reconciliation never commits a checkpoint")
+
+    def complete_up_to(self, resource: str, instant: object) -> None:
+        raise AssertionError("a webhook or a reconciliation never commits a checkpoint")
 
 
 def receiver(

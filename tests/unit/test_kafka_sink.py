@@ -20,12 +20,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from producer import schemas
 from producer.kafka import publisher
-from producer.kafka.publisher import (
-    DeliveryError,
-    DeliveryInterruptedError,
-    KafkaSink,
-    TopicTarget,
-)
+from producer.kafka.publisher import DeliveryError, DeliveryInterruptedError, TopicTarget
+from producer.kafka.sink import KafkaSink
 from producer.pipeline.build import EventBuilder, OutgoingEvent, RunContext
 from producer.pipeline.dead_letters import TOO_LARGE, DeadLetter, Origin
 from producer.sync.checkpoint import Checkpoint

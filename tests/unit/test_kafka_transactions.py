@@ -10,7 +10,9 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from producer import schemas
-from producer.kafka.publisher import COMMIT_ATTEMPTS, DeliveryError, KafkaSink, TopicTarget
+from producer.kafka.publisher import DeliveryError, TopicTarget
+from producer.kafka.sink import KafkaSink
+from producer.kafka.transactions import COMMIT_ATTEMPTS
 from producer.pipeline.dead_letters import TOO_LARGE
 from producer.sync.checkpoint import Checkpoint
 from producer.sync.progress import Progress

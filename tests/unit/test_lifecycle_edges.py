@@ -38,7 +38,7 @@ from producer.sync.timestamps import format_instant, instant_micros
 from tests.support.fakes import FakeLiveness, FakeObserver, FakeSink, ListSource, page
 from tests.unit.test_config import env
 from tests.unit.test_deletes import T0, deliver, receiver, reconciler, version
-from tests.unit.test_service import good, service
+from tests.unit.test_service import WindowedSource, good, rec, service
 
 # ------------------------------------------------------------------ 7: unrepresentable data
 
@@ -547,6 +547,35 @@ def test_9_token_and_based_on_survive_the_topic() -> None:
     again = Checkpoint.from_json(record.to_json())
     assert (again.token, again.based_on) == ("t1", "t0")
     assert Checkpoint.from_json(Checkpoint("contacts", None).to_json()).token is None
+
+
+# ------------------------------------------------------------------ 10: windows follow data
+
+
+def test_10_a_burst_is_shared_by_the_workers_not_left_to_one_window() -> None:
+    """A month of history, then 600 records within 6 seconds (a bulk import): the even
+    windows put them all in one; busy windows must hand their rest to idle workers."""
+    old = [rec(i, "2026-02-01T00:00:00Z") for i in range(2)]
+    burst = [rec(i, format_instant(T0 + (i - 2) * 10_000)) for i in range(2, 602)]
+    source = WindowedSource([*old, *burst], server_date=T0 / 1e6 + 30)
+    sink = FakeSink()
+    svc, _, _ = service(ListSource([]), sink)
+    svc.source_for = lambda _r: source
+    svc.backfill_slices = 4
+    report = svc.sync_once("contacts")
+    assert report.outcome == "success", report.error
+    assert sorted(e.key for e in sink.published) == sorted(r["id"] for r in source.records)
+    burst_start, burst_end = T0, T0 + 6_000_000
+    serving_the_burst = {
+        (gte, lt)
+        for gte, lt in source.windows
+        if gte is not None
+        and instant_micros(gte) < burst_end
+        and (lt is None or instant_micros(lt) > burst_start)
+    }
+    assert len(serving_the_burst) >= 4  # before: 1 (the window that held it all)
+    assert source.most_open > 1
+    assert sink.checkpoints["contacts"].updated_at == burst[-1]["updated_at"]
 
 
 # ------------------------------------------------------------------ 8a: a boundary of any size

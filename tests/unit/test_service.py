@@ -381,7 +381,7 @@ def test_a_sliced_export_hands_more_windows_than_workers_out_and_publishes_each_
     assert report.outcome == "success", report.error
     assert sorted(e.key for e in sink.published) == sorted(r["id"] for r in source.records)
     windows = [w for w in source.windows if w != (None, None)]  # the probe page aside
-    assert len(windows) == 2 * WINDOWS_PER_SLICE
+    assert len(windows) >= 2 * WINDOWS_PER_SLICE  # planned, then split for idle workers
     assert source.most_open <= 2  # workers, not windows, bound the concurrency
     newest = max(source.records, key=lambda r: instant_micros(r["updated_at"]))
     assert sink.checkpoints["contacts"].updated_at == newest["updated_at"]
