@@ -23,6 +23,7 @@ from typing import Final
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from producer.kafka.listings import LISTING_SUFFIX
 from producer.kafka.reader import TopicTail
 from producer.sync.checkpoint import FORCED, Checkpoint, CheckpointFormatError, supersedes
 from producer.sync.progress import PROGRESS_SUFFIX, Progress
@@ -137,6 +138,8 @@ class CheckpointStore:
             if not key.startswith(prefix):
                 continue  # another producer's checkpoints share the topic
             resource, value = key[len(prefix) :], msg.value()
+            if LISTING_SUFFIX in resource:
+                continue  # reconciliation's last listing (producer/kafka/listings.py)
             if resource.endswith(PROGRESS_SUFFIX):
                 self._read_progress(resource[: -len(PROGRESS_SUFFIX)], value, msg)
                 continue
