@@ -32,6 +32,7 @@ from producer.kafka.admin import (
 from producer.kafka.checkpoints import CheckpointStore
 from producer.kafka.connect import ConnectionProblem, probe_cluster, registry_problem
 from producer.kafka.deletes import DeleteStore
+from producer.kafka.listings import ListingStore
 from producer.kafka.publisher import DeliveryObserver, KafkaRunSink, TopicTarget, new_producer
 from producer.kafka.reader import TopicReadError, scan_to_end
 from producer.kafka.sink import KafkaSink
@@ -522,6 +523,12 @@ def new_reconciler(settings: Settings, app: App, source_for: Callable[[str], Sou
         run_lock=app.service.run_lock,
         topic_for=settings.topic_for,
         producer_id=settings.producer_id,
+        listings=ListingStore(
+            settings.kafka_config(),
+            settings.checkpoint_topic,
+            settings.producer_id,
+            app.sink.producer,
+        ),
     )
 
 

@@ -23,15 +23,17 @@ scanned, seconds) is logged and counted in `reconcile_*` metrics.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from producer.kafka.listings import Listing
 from producer.pipeline.build import OutgoingEvent
 from producer.pipeline.dead_letters import Origin
 from producer.pipeline.deletes import build_delete_event, slim_delete
@@ -56,13 +58,21 @@ class Decoder(Protocol):
 
 
 class DeleteKeeper(Protocol):
-    def holding(self, resource: str | None = None) -> AbstractContextManager[None]: ...
+    def holding(self, resource: str) -> AbstractContextManager[None]: ...
 
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool: ...
 
     def record_delete(
         self, resource: str, record_id: str, deleted_at_us: Micros, via: str
     ) -> None: ...
+
+
+class ListingKeeper(Protocol):
+    """The last finished listing per resource (producer/kafka/listings.py)."""
+
+    def load(self, resource: str) -> Listing | None: ...
+
+    def save(self, resource: str, ids: Iterable[str], listed_at_us: Micros) -> None: ...
 
 
 class ReconcileObserver(WriterObserver, Protocol):
@@ -102,7 +112,10 @@ class Reconciler:
         topic_for: Callable[[str], str],
         producer_id: str,
         clock: Callable[[], float] = time.time,
+        listings: ListingKeeper | None = None,
     ) -> None:
+        """`listings`: where the last finished listing is kept, so that a record whose
+        change-topic history has expired is still found deleted (None: the topic alone)."""
         self.source_for = source_for
         self.scan = scan
         self.decode = decode
@@ -113,6 +126,7 @@ class Reconciler:
         self.topic_for = topic_for
         self.producer_id = producer_id
         self.clock = clock
+        self.listings = listings
 
     def reconcile(self, resource: str, *, wait_s: float = 0.0) -> ReconcileReport:
         """One reconciliation; "busy" when a run of `resource` holds it longer than `wait_s`."""
@@ -164,6 +178,7 @@ class Reconciler:
         # 1. what the API has now
         listing_started_us = to_micros_now(self.clock)
         listed: set[int] = set()
+        listed_ids: set[str] = set()  # kept for the next reconciliation (`listings`)
         finished = False
         for page in self.source_for(resource).pages(None):
             report.requests += 1
@@ -172,6 +187,8 @@ class Reconciler:
             for record in page.records:
                 if isinstance(record, dict) and isinstance(record.get("id"), str):
                     listed.add(_hash(record["id"]))
+                    if self.listings is not None:
+                        listed_ids.add(record["id"])
             if not page.has_more:
                 finished = True
                 break
@@ -190,10 +207,34 @@ class Reconciler:
             report.keys_scanned += 1
             if _hash(key) not in listed:
                 known[key] = value
-        # 3. live keys the API no longer lists
-        gone = [k for k, v in known.items() if v is not None]
-        if not gone:
-            return
+        # 3. live keys the API no longer lists, and ids of the previous listing that neither
+        # the API nor the change topic has any more (history past the topic's retention)
+        gone: list[str] = [k for k, v in known.items() if v is not None]
+        previous = self.listings.load(resource) if self.listings is not None else None
+        if previous is not None:
+            gone += sorted(
+                record_id
+                for record_id in previous.ids
+                if _hash(record_id) not in listed
+                and record_id not in known
+                and not self.deletes.deleted_after(resource, record_id, previous.listed_at_us)
+            )
+        if gone:
+            report.deleted = self._delete(resource, topic, gone, known, listing_started_us)
+        if self.listings is not None:
+            # after the deletes were acknowledged: a crash before this repeats none of them
+            # (the change topic then holds their tombstones)
+            self.listings.save(resource, listed_ids, listing_started_us)
+
+    def _delete(
+        self,
+        resource: str,
+        topic: str,
+        gone: list[str],
+        known: Mapping[str, bytes | None],
+        listing_started_us: Micros,
+    ) -> list[str]:
+        """Delete events and tombstones of `gone`; returns the ids deleted."""
         run_id = f"reconcile:{uuid.uuid4()}"
         sink = self.sink.begin(resource, run_id)
         writer = RunWriter(
@@ -209,9 +250,8 @@ class Reconciler:
         try:
             deleted_now: list[str] = []
             for record_id in gone:
-                raw = known[record_id]
-                assert raw is not None
-                last = self.decode(topic, raw)
+                raw = known.get(record_id)
+                last = self.decode(topic, raw) if raw is not None else {}
                 last_state = last.get("after") or {"id": record_id}
                 version = last.get("updated_at")
                 if isinstance(version, str) and instant_micros(version) > listing_started_us:
@@ -226,7 +266,7 @@ class Reconciler:
                     api_version=None,
                     now_ms=int(self.clock() * 1000),
                 )
-                origin = Origin(None, 0, 0, [raw])
+                origin = Origin(None, 0, 0, [raw or json.dumps(last_state).encode()])
                 outgoing = OutgoingEvent(record_id, event, str(event["updated_at"]), origin)
                 with self.deletes.holding(resource):
                     self.deletes.record_delete(resource, record_id, listing_started_us, "reconcile")
@@ -238,7 +278,7 @@ class Reconciler:
             raise
         for _ in deleted_now:
             self.observer.delete_published(resource, "reconcile")
-        report.deleted = deleted_now
+        return deleted_now
 
     def run_forever(self, resource: str, interval_s: float, stop: threading.Event) -> None:
         """Reconcile every `interval_s` (the first one after one interval) until `stop`."""

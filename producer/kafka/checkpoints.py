@@ -30,6 +30,7 @@ from typing import Final
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from producer.kafka.listings import LISTING_SUFFIX
 from producer.kafka.reader import TopicTail
 from producer.sync.checkpoint import FORCED, Checkpoint, CheckpointFormatError, supersedes
 from producer.sync.chunks import (
@@ -197,6 +198,8 @@ class CheckpointStore:
             if not key.startswith(prefix):
                 continue  # another producer's checkpoints share the topic
             resource, value = key[len(prefix) :], msg.value()
+            if LISTING_SUFFIX in resource:
+                continue  # reconciliation's last listing (producer/kafka/listings.py)
             chunk = parse_chunk_key(resource)
             if chunk is not None:
                 self._read_chunk(msg.key() or b"", chunk[1], chunk[2], value)

@@ -64,7 +64,7 @@ class DeleteStore:
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool:
         return self.index.deleted_after(resource, record_id, instant_us)
 
-    def holding(self, resource: str | None = None) -> AbstractContextManager[None]:
+    def holding(self, resource: str) -> AbstractContextManager[None]:
         return self.index.holding(resource)
 
     def load(self) -> int:

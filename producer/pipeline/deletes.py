@@ -102,11 +102,10 @@ class DeleteGuard(Protocol):
         than the delete: publishing it would resurrect the record)."""
         ...
 
-    def holding(self, resource: str | None = None) -> AbstractContextManager[Any]:
+    def holding(self, resource: str) -> AbstractContextManager[Any]:
         """A context manager: the check and the publish it guards happen under it, so a
         delete cannot slip between them. Per resource: a delete of one resource (which may
-        wait for that resource's lane) never blocks another's publishes. Without a resource,
-        every resource's guard at once (for callers that do not name theirs yet)."""
+        wait for that resource's lane) never blocks another's publishes."""
         ...
 
 
@@ -137,7 +136,7 @@ class DeleteIndex:
         with self._lock:
             return len(self._deleted)
 
-    def holding(self, resource: str | None = None) -> AbstractContextManager[Any]:
+    def holding(self, resource: str) -> AbstractContextManager[Any]:
         return self._guards.holding(resource)
 
     def note_deleted(
@@ -193,5 +192,5 @@ class NoDeletes:
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool:
         return False
 
-    def holding(self, resource: str | None = None) -> AbstractContextManager[None]:
+    def holding(self, resource: str) -> AbstractContextManager[None]:
         return _NOTHING_HELD

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 class DeleteRecorder(Protocol):
     """What the receiver needs of the deletes store (`producer.kafka.deletes.DeleteStore`)."""
 
-    def holding(self, resource: str | None = None) -> AbstractContextManager[None]:
+    def holding(self, resource: str) -> AbstractContextManager[None]:
         """As `producer.pipeline.deletes.DeleteGuard.holding` (the receiver names its resource)."""
         ...
 

@@ -19,6 +19,7 @@ from producer.cli import main
 from producer.config import load_settings
 from producer.kafka.admin import TopicSpec, ensure_topics, topic_config
 from producer.kafka.checkpoints import CheckpointConflictError
+from producer.kafka.listings import ListingStore
 from producer.kafka.publisher import new_producer
 from producer.sync.checkpoint import Checkpoint, CheckpointFormatError
 from producer.sync.progress import Progress, WindowProgress
@@ -372,6 +373,32 @@ def test_a_reset_landing_between_a_runs_check_and_its_write_is_not_overwritten(
         Checkpoint("tags", "2020-06-01T00:00:00Z", run_id="run-3"), based_on=runner.current("tags")
     )
     assert open_checkpoint_store(settings).get("tags").updated_at == "2020-06-01T00:00:00Z"
+
+
+def test_reconciliations_last_listing_is_kept_whole_beside_the_checkpoints(
+    make_env: Callable[..., dict[str, str]],
+) -> None:
+    """The listing that lets reconciliation find deletes whose change-topic history expired
+    (producer/kafka/listings.py): chunked, read back whole, never taken for a checkpoint."""
+    settings = load_settings(make_env(RESOURCES="users"))
+    store = open_checkpoint_store(settings)  # creates the topic
+    producer = new_producer(settings.kafka_config())
+    listings = ListingStore(
+        settings.kafka_config(), settings.checkpoint_topic, settings.producer_id, producer
+    )
+    assert listings.load("users") is None
+    many = {f"usr_{i:06d}" for i in range(30_000)}  # several chunks
+    listings.save("users", many, 1_000)
+    loaded = listings.load("users")
+    assert loaded is not None
+    assert (loaded.ids, loaded.listed_at_us) == (many, 1_000)
+    listings.save("users", {"usr_000001"}, 2_000)
+    again = listings.load("users")
+    assert again is not None
+    assert again.ids == {"usr_000001"}
+    store.load()
+    assert store.corrupt_records == 0
+    assert store.all() == {}
 
 
 # ------------------------------------------------------------------ a boundary of any size

@@ -187,7 +187,7 @@ class MemoryDeletes:
         self.index = DeleteIndex(retention_us=10**12)
         self.written: list[tuple[str, str, int, str]] = []
 
-    def holding(self, resource: str | None = None) -> AbstractContextManager[None]:
+    def holding(self, resource: str) -> AbstractContextManager[None]:
         return self.index.holding(resource)
 
     def deleted_after(self, resource: str, record_id: str, instant_us: Micros) -> bool:

@@ -8,7 +8,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from producer.config import ConfigError, load_settings, worst_page_seconds
+from producer.kafka.listings import Listing, assemble, chunked
 from producer.observability.health import (
     DEFAULT_STALL_TIMEOUT_S,
     ERRORS_IN_A_ROW_UNHEALTHY,
@@ -576,6 +577,61 @@ def test_10_a_burst_is_shared_by_the_workers_not_left_to_one_window() -> None:
     assert len(serving_the_burst) >= 4  # before: 1 (the window that held it all)
     assert source.most_open > 1
     assert sink.checkpoints["contacts"].updated_at == burst[-1]["updated_at"]
+
+
+# ------------------------------------------------------------------ 5: expired history
+
+
+class MemoryListings:
+    def __init__(self) -> None:
+        self.saved: dict[str, Listing] = {}
+
+    def load(self, resource: str) -> Listing | None:
+        return self.saved.get(resource)
+
+    def save(self, resource: str, ids: Iterable[str], listed_at_us: int) -> None:
+        self.saved[resource] = Listing(frozenset(ids), listed_at_us)
+
+
+def test_5_reconciliation_finds_a_delete_whose_change_topic_history_expired() -> None:
+    listings = MemoryListings()
+    # u3 was synced long ago: its messages are past the change topic's retention
+    first, _, _ = reconciler(["u1", "u2", "u3"], [("u1", version("u1"))], threading.Lock())
+    first.listings = listings
+    assert first.reconcile("users").outcome == "success"
+    assert listings.saved["users"].ids == {"u1", "u2", "u3"}
+    second, sink, deletes = reconciler(["u1", "u2"], [("u1", version("u1"))], threading.Lock())
+    second.listings = listings
+    report = second.reconcile("users")
+    assert report.outcome == "success", report.error
+    assert report.deleted == ["u3"]
+    [event] = sink.published
+    assert (event.key, event.value["op"], event.value["before"]["id"]) == ("u3", "d", "u3")
+    assert sink.tombstones == ["u3"]
+    assert [w[1] for w in deletes.written] == ["u3"]
+    assert listings.saved["users"].ids == {"u1", "u2"}
+
+
+def test_5_a_listing_is_kept_only_from_a_finished_traversal() -> None:
+    listings = MemoryListings()
+    stop = threading.Event()
+    hook, _, _ = reconciler([], [], threading.Lock())
+    hook.listings = listings
+    hook.source_for = lambda _r: PrefetchingSource(_StopsAfterFirstPage(stop), stop=stop)
+    assert hook.reconcile("users").outcome == "interrupted"
+    assert listings.saved == {}
+
+
+@given(ids=st.sets(st.text(min_size=1, max_size=40), max_size=300), limit=st.integers(64, 4096))
+def test_5_a_listing_round_trips_through_chunks_and_a_missing_chunk_is_no_listing(
+    ids: set[str], limit: int
+) -> None:
+    parts = chunked(ids, limit)
+    assert all(len(p) <= limit or len(json.loads(p)) == 1 for p in parts)
+    header = {"chunks": len(parts), "ids": len(ids)}
+    assert assemble(header, dict(enumerate(parts))) == ids
+    if len(parts) > 1:
+        assert assemble(header, dict(enumerate(parts[1:], start=1))) is None
 
 
 # ------------------------------------------------------------------ 8a: a boundary of any size
