@@ -140,8 +140,9 @@ class CheckpointStore:
         self._chunk_keys: dict[str, set[bytes]] = {}
         """token -> keys of its chunks in the topic (written here or read), until tombstoned."""
         self._mains: set[str] = set()
-        """Tokens whose main record is in the topic: only their chunks are ever swept (a chunk
-        whose main record is not visible yet may belong to a transaction still landing)."""
+        """Tokens whose main record is in the topic, or will never be (its chunks failed):
+        only their chunks are ever swept (a chunk whose main record is not visible yet may
+        belong to a transaction still landing)."""
         self._awaiting: dict[str, _Awaiting] = {}
         """resource -> latest checkpoint read whose chunks are not all read yet."""
         self._awaiting_progress: dict[str, _Awaiting] = {}
@@ -589,7 +590,17 @@ class CheckpointStore:
             return
         *chunks, main = records
         if chunks:
-            self._write_many(chunks, what, timeout_s)
+            try:
+                self._write_many(chunks, what, timeout_s)
+            except CheckpointStoreError:
+                # The main record is never written now, so whatever chunks did land are
+                # nobody's: let the next sweep remove them.
+                with self._lock:
+                    for key, _ in chunks:
+                        parsed = parse_chunk_key(key.decode())
+                        if parsed is not None:
+                            self._mains.add(parsed[1])
+                raise
         self._write(*main, what, timeout_s)
 
     def _write_many(self, records: list[Record], what: str, timeout_s: float) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -198,6 +199,8 @@ class Producer:
     pending: list[tuple[bytes | None, bytes | None, Callable[..., None]]] = field(
         default_factory=list
     )
+    refuse: Callable[[bytes | None], bool] = lambda _key: False
+    """Keys whose delivery fails (nothing lands)."""
 
     def produce(
         self,
@@ -212,6 +215,9 @@ class Producer:
     def poll(self, _timeout: float = 0) -> int:
         pending, self.pending = self.pending, []
         for key, value, callback in pending:
+            if self.refuse(key):
+                callback(KafkaError(KafkaError._MSG_TIMED_OUT), None)
+                continue
             self.topic.append(key, value)
             callback(None, None)
         return 0
@@ -384,3 +390,21 @@ def test_json_of_a_chunked_main_record_names_its_chunks(topic: Topic) -> None:
     body = json.loads(main.value() or b"")
     assert body["chunks"]["count"] == sum("/chunks/" in k for k in keys(topic))
     assert body["chunks"]["token"] == body["token"]
+
+
+def test_the_chunks_of_a_write_that_failed_midway_are_swept_later(topic: Topic) -> None:
+    writer = store_on(topic)
+    producer = writer._producer
+    assert isinstance(producer, Producer)
+    producer.refuse = lambda key: (key or b"").endswith(b"/1")  # the second chunk fails
+    with pytest.raises(checkpoints_module.CheckpointStoreError):
+        writer.commit(Checkpoint("contacts", AT, boundary_ids=boundary(3_000)), based_on=None)
+    landed = {m.key() for m in topic.records() if m.value() is not None}
+    assert landed
+    assert all(b"/chunks/" in (k or b"") for k in landed)  # no main record
+    producer.refuse = lambda _key: False
+    writer.commit(Checkpoint("contacts", AT, boundary_ids=boundary(2)), based_on=None)
+    live: dict[bytes | None, bytes | None] = {}
+    for m in topic.records():
+        live[m.key()] = m.value()
+    assert [k for k, v in live.items() if v is not None] == [b"p1/contacts"]
