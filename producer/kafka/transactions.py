@@ -105,9 +105,13 @@ class TransactionalRunSink(KafkaRunSink):
         if self.drain():
             raise DeliveryError("refused event(s) were neither sent nor dead-lettered")
         store = self._sink.checkpoints
-        self._produce_record(store.topic, store.progress_key(self.resource), progress.to_json())
+        # a large mark comes as chunks and a main record: all in this transaction, so a
+        # reader sees them all or none
+        for key, value in store.progress_records(progress):
+            self._produce_record(store.topic, key, value)
         self._commit_transaction()
         store.remember_progress(self.resource, progress)
+        store.sweep_chunks()  # the chunks of the mark this one replaced
         transactional(self._producer.begin_transaction, self.resource)
         self._open = True
 
@@ -125,8 +129,10 @@ class TransactionalRunSink(KafkaRunSink):
         stored: Checkpoint | None = None
         if checkpoint is not None:
             store.check_unchanged(self.resource, based_on)
-            key, value, stored = store.record_for(checkpoint, based_on)
-            self._produce_record(store.topic, key, value)
+            # a boundary of any size: chunks and the main record in this one transaction
+            records, stored = store.records_for(checkpoint, based_on)
+            for key, value in records:
+                self._produce_record(store.topic, key, value)
         had_progress = store.progress(self.resource) is not None
         if had_progress:
             self._produce_record(store.topic, store.progress_key(self.resource), None)
@@ -135,6 +141,7 @@ class TransactionalRunSink(KafkaRunSink):
         if stored is not None:
             store.remember(stored)
         store.remember_progress(self.resource, None)
+        store.sweep_chunks()  # those of the checkpoint and mark this commit replaced
         if complete_up_to is not None and self._sink.heartbeat_topic:
             self._heartbeat(checkpoint or based_on, complete_up_to)
 

@@ -6,9 +6,12 @@ that the run already published: the ids at exactly that instant (`boundary_ids`)
 The next run asks for `gte` that instant and skips exactly those versions, so the boundary is
 replayed without duplicates and without gaps.
 
-Boundary fallback: when more than `max_boundary_ids` versions would be stored, none are
-(`boundary_complete=False`) and the next run republishes every record from the checkpoint
-instant on. That is at-least-once (the events carry the same `event_id`), never a loss.
+A boundary of any size is stored (issue 17, failure 8a); the checkpoint store writes a large
+one as chunk records (producer/sync/chunks.py), so no Kafka record grows with it.
+
+`boundary_complete=False`: checkpoints written by older releases, which dropped a boundary of
+more than 10,000 versions. The next run then republishes every record from the checkpoint
+instant on: at-least-once (the events carry the same `event_id`), never a loss.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Any, Final
 from producer.sync.timestamps import InvalidTimestampError, Micros, format_instant, instant_micros
 
 CHECKPOINT_FORMAT_VERSION = 1
-DEFAULT_MAX_BOUNDARY_IDS = 10_000
+DEFAULT_MAX_REJECTED = 10_000
+"""Fingerprints of rejected records kept in a checkpoint; past it none are (the replay then
+dead-letters them again: a repeated dead letter, never a lost one)."""
 MAX_RESET_HISTORY = 20
 """Resets kept in a checkpoint (the newest ones)."""
 

@@ -46,7 +46,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from producer.sync.checkpoint import DEFAULT_MAX_BOUNDARY_IDS, Checkpoint
+from producer.sync.checkpoint import DEFAULT_MAX_REJECTED, Checkpoint
 from producer.sync.timestamps import InvalidTimestampError, Micros, format_instant, instant_micros
 
 CLOCK_MARGIN_US: Final = 1_000_000
@@ -171,7 +171,7 @@ class SyncRun:
         checkpoint: Checkpoint | None,
         *,
         started_at: Micros,
-        max_boundary_ids: int = DEFAULT_MAX_BOUNDARY_IDS,
+        max_rejected: int = DEFAULT_MAX_REJECTED,
         resume_from: Checkpoint | None = None,
         snapshot: bool | None = None,
         window: tuple[str, str | None] | None = None,
@@ -192,7 +192,7 @@ class SyncRun:
         self._window = window
         """`(gte, lt)` of one window of a time-sliced bulk export (lt None: open-ended)."""
         self._snapshot = checkpoint is None if snapshot is None else snapshot
-        self.max_boundary_ids = max_boundary_ids
+        self.max_rejected = max_rejected
         self.stats = RunStats()
         self.cursor: str | None = None
         self.done = False
@@ -256,7 +256,7 @@ class SyncRun:
             first.resource,
             None,
             started_at=first._started_at,
-            max_boundary_ids=first.max_boundary_ids,
+            max_rejected=first.max_rejected,
             snapshot=True,
             settle_us=first.settle_us,
         )
@@ -474,12 +474,21 @@ class SyncRun:
                 at_boundary |= previous.boundary_ids
             at_boundary |= {i for i, t in previous.ahead if t == instant}
             ahead |= {(i, t) for i, t in previous.ahead if t > instant}
-        complete = len(at_boundary) + len(ahead) <= self.max_boundary_ids
+        # Every version at or after the instant is stored, however many share it (issue 17,
+        # failure 8a): a limit here would make the next run republish them, duplicates even
+        # in exactly-once mode. The store writes a large boundary as chunk records
+        # (producer/sync/chunks.py), so no Kafka record grows with it. Memory: these ids are
+        # already held in `_seen`, about 85 bytes of set slot per version plus the id string
+        # (about 80 bytes for a 30-character id); the checkpoint's frozensets share the
+        # strings and add about 40 bytes per version: some 5 MB for 25,000 versions at one
+        # instant (measured with tracemalloc, CPython 3.11).
+        # `boundary_complete=False` comes only from checkpoints of older releases, and
+        # `previous.boundary_complete` above and below still honours it.
         # Rejected records' fingerprints ride along so the replay does not dead-letter them
         # again; too many, and none are kept (a repeated dead letter, never a lost one).
         rejected = (
             frozenset(self._rejected_seen)
-            if len(self._rejected_seen) <= self.max_boundary_ids
+            if len(self._rejected_seen) <= self.max_rejected
             else frozenset()
         )
         if (
@@ -487,17 +496,16 @@ class SyncRun:
             and not self._resumed  # a resumed run must replace the committed checkpoint
             and start == instant
             and previous.reset_by is None
-            and previous.boundary_complete == complete
-            and (not complete or (previous.boundary_ids, previous.ahead) == (at_boundary, ahead))
+            and previous.boundary_complete
+            and (previous.boundary_ids, previous.ahead) == (at_boundary, ahead)
             and previous.rejected == rejected
         ):
             return None
         return Checkpoint(
             resource=self.resource,
             updated_at=text,
-            boundary_ids=at_boundary if complete else frozenset(),
-            ahead=ahead if complete else frozenset(),
-            boundary_complete=complete,
+            boundary_ids=at_boundary,
+            ahead=ahead,
             rejected=rejected,
             run_id=run_id,
             completed_at=completed_at,

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from producer.sync.checkpoint import DEFAULT_MAX_BOUNDARY_IDS
+from producer.sync.checkpoint import DEFAULT_MAX_REJECTED
 from producer.sync.progress import WindowProgress
 from producer.sync.run import SyncRun
 from producer.sync.timestamps import Micros, format_instant, instant_micros
@@ -80,7 +80,7 @@ def split_window(
                 window.resource,
                 None,
                 started_at=started_at,
-                max_boundary_ids=window.max_boundary_ids,
+                max_rejected=window.max_rejected,
                 resume_from=resume,  # the first half skips what the busy window published
                 snapshot=True,
                 window=bounds,
@@ -113,7 +113,7 @@ def restore_windows(
     progress: Sequence[WindowProgress],
     *,
     started_at: Micros,
-    max_boundary_ids: int = DEFAULT_MAX_BOUNDARY_IDS,
+    max_rejected: int = DEFAULT_MAX_REJECTED,
     settle_us: Micros | None = None,
 ) -> list[SyncRun]:
     """The windows of an interrupted sliced export, from its progress mark: a finished window
@@ -127,7 +127,7 @@ def restore_windows(
             resource,
             None,
             started_at=started_at,
-            max_boundary_ids=max_boundary_ids,
+            max_rejected=max_rejected,
             resume_from=mark,
             snapshot=True,
             window=(gte, saved.lt),

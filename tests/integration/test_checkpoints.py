@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -398,3 +399,83 @@ def test_reconciliations_last_listing_is_kept_whole_beside_the_checkpoints(
     store.load()
     assert store.corrupt_records == 0
     assert store.all() == {}
+
+
+# ------------------------------------------------------------------ a boundary of any size
+
+
+def raw_checkpoint_records(env: dict[str, str]) -> list[tuple[str, bytes | None]]:
+    """(key, value) of every record on the checkpoint topic, read_committed, in each
+    partition's order."""
+    from producer.kafka.reader import scan_to_end
+
+    settings = load_settings(env)
+    return [
+        ((m.key() or b"").decode(), m.value())
+        for m in scan_to_end(settings.kafka_config(), settings.checkpoint_topic)
+    ]
+
+
+@pytest.mark.parametrize("delivery", ["exactly-once", "at-least-once"])
+def test_a_checkpoint_of_30000_boundary_ids_survives_a_restart_whole(
+    delivery: str,
+    make_env: Callable[..., dict[str, str]],
+    make_app: Callable[..., App],
+) -> None:
+    """Issue 17, failure 8a: the boundary is written as chunk records (in the checkpoint's
+    transaction in exactly-once mode), each under the topic's limit, and a fresh store reads
+    it whole; the chunks of the checkpoint it replaces get tombstones."""
+    env = make_env(RESOURCES="contacts", DELIVERY=delivery)
+    settings = load_settings(env)
+    # three partitions: chunks and their main record need not share one
+    ensure_topics(
+        AdminClient(settings.kafka_config()),
+        [TopicSpec(settings.checkpoint_topic, 3, -1, {"cleanup.policy": "compact"})],
+    )
+    app = make_app(**env)
+    at = "2026-03-02T00:00:00Z"
+    ids = frozenset(f"cnt_{i:026d}" for i in range(30_000))
+    first = Checkpoint("contacts", at, boundary_ids=ids, run_id="run-1", record_count=30_000)
+    run = app.sink.begin("contacts", "run-1")
+    run.commit(first, based_on=None)
+
+    fresh = open_checkpoint_store(settings, create=False)
+    got = fresh.get("contacts")
+    assert got is not None
+    assert got.boundary_complete
+    assert got.boundary_ids == ids
+    assert fresh.corrupt_keys == {}
+    records = raw_checkpoint_records(env)
+    # no record grows with the boundary (one record of it all is about 1 MB)
+    assert max(len(v or b"") for _, v in records) < 300_000
+    assert sum("/chunks/" in k for k, _ in records) > 1
+
+    # a progress mark of as many ids rides the same way
+    mark = Checkpoint("contacts", at, boundary_ids=ids | {"cnt_x"}, run_id="run-2")
+    progress = Progress("contacts", mark, False, "run-1", "run-2", 7, "now")
+    second_run = app.sink.begin("contacts", "run-2")
+    second_run.mark_progress(progress)
+    assert open_checkpoint_store(settings, create=False).progress("contacts") == progress
+
+    # the run completes: its checkpoint replaces the first, whose chunks get tombstones
+    second = Checkpoint("contacts", at, boundary_ids=ids | {"cnt_y"}, run_id="run-2")
+    second_run.commit(second, based_on=app.store.get("contacts"))
+    after = open_checkpoint_store(settings, create=False)
+    got = after.get("contacts")
+    assert got is not None
+    assert got.boundary_ids == second.boundary_ids
+    assert after.progress("contacts") is None
+
+    def live_chunk_tokens() -> set[str]:
+        latest: dict[str, bytes | None] = {}
+        for key, value in raw_checkpoint_records(env):
+            latest[key] = value
+        return {k.split("/")[-2] for k, v in latest.items() if v is not None and "/chunks/" in k}
+
+    # A transaction's commit markers can land a moment after its commit returns: the sweep
+    # waits until it reads the new checkpoint, and the next sweep does what one could not.
+    deadline = time.monotonic() + 20
+    while live_chunk_tokens() != {got.token} and time.monotonic() < deadline:
+        app.store.sweep_chunks()
+        time.sleep(0.5)
+    assert live_chunk_tokens() == {got.token}, "chunks of replaced records stay"

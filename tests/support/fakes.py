@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from producer.pipeline.build import OutgoingEvent, Rejection
 from producer.pipeline.dead_letters import TOO_LARGE, DeadLetter
 from producer.pipeline.ports import Refusal, SourcePage
+from producer.sync import chunks
 from producer.sync.checkpoint import Checkpoint
 from producer.sync.progress import Progress
 
@@ -109,14 +111,14 @@ class FakeRunSink:
         if checkpoint is not None:
             if self.owner.checkpoints.get(checkpoint.resource) != based_on:
                 raise RuntimeError("the checkpoint changed while the run was going")
-            self.owner.checkpoints[checkpoint.resource] = checkpoint
+            self.owner.checkpoints[checkpoint.resource] = self.owner.stored(checkpoint)
         self.owner.marks.pop(self.resource, None)
         self.committed.append(checkpoint)
 
     def mark_progress(self, progress: Progress) -> None:
         if self.drain():
             raise RuntimeError("refusals left")
-        self.owner.marks[self.resource] = progress
+        self.owner.marks[self.resource] = self.owner.stored_progress(progress)
         self.marked.append(progress)
 
     def abort(self) -> None:
@@ -139,6 +141,35 @@ class FakeSink:
     """Progress marks as stored (what `progress` reads)."""
     dead_letter_attempts: int = 0
     tombstones: list[str] = field(default_factory=list)
+    chunk_bytes: int | None = None
+    """Set: checkpoints and marks are stored as the checkpoint store writes them (chunk
+    records of at most this many bytes, producer/sync/chunks.py) and read back from them."""
+    largest_record: int = 0
+    chunk_records: int = 0
+
+    def stored(self, checkpoint: Checkpoint) -> Checkpoint:
+        if self.chunk_bytes is None:
+            return checkpoint
+        checkpoint = replace(checkpoint, token=uuid.uuid4().hex)
+        main, parts, _ = chunks.encode_checkpoint(checkpoint, self.chunk_bytes)
+        self._count(main, parts)
+        head, ref = chunks.decode_checkpoint_head(main)
+        return (
+            head if ref is None else chunks.assemble_checkpoint(head, ref, dict(enumerate(parts)))
+        )
+
+    def stored_progress(self, progress: Progress) -> Progress:
+        if self.chunk_bytes is None:
+            return progress
+        main, parts, ref = chunks.encode_progress(progress, uuid.uuid4().hex, self.chunk_bytes)
+        self._count(main, parts)
+        if ref is None:
+            return Progress.from_json(main)
+        return chunks.assemble_progress(progress.resource, ref, dict(enumerate(parts)))
+
+    def _count(self, main: bytes, parts: list[bytes]) -> None:
+        self.largest_record = max(self.largest_record, len(main), *map(len, parts))
+        self.chunk_records += len(parts)
 
     def begin(self, resource: str, run_id: str) -> FakeRunSink:
         run = FakeRunSink(resource, run_id, self)

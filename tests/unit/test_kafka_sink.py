@@ -95,6 +95,7 @@ class Store:
     commits: list[Checkpoint] = field(default_factory=list)
     marks: dict[str, Progress] = field(default_factory=dict)
     topic: str = "t.checkpoints"
+    sweeps: int = 0
 
     def commit(self, checkpoint: Checkpoint, *, based_on: Checkpoint | None) -> None:
         self.commits.append(checkpoint)
@@ -102,13 +103,20 @@ class Store:
     def check_unchanged(self, resource: str, based_on: Checkpoint | None) -> None:
         return None
 
-    def record_for(
+    def records_for(
         self, checkpoint: Checkpoint, based_on: Checkpoint | None = None
-    ) -> tuple[bytes, bytes, Checkpoint]:
-        return checkpoint.resource.encode(), checkpoint.to_json(), checkpoint
+    ) -> tuple[list[tuple[bytes, bytes | None]], Checkpoint]:
+        return [(checkpoint.resource.encode(), checkpoint.to_json())], checkpoint
+
+    def progress_records(self, progress: Progress) -> list[tuple[bytes, bytes | None]]:
+        return [(self.progress_key(progress.resource), progress.to_json())]
 
     def progress_key(self, resource: str) -> bytes:
         return f"{resource}/progress".encode()
+
+    def sweep_chunks(self) -> int:
+        self.sweeps += 1
+        return 0
 
     def progress(self, resource: str) -> Progress | None:
         return self.marks.get(resource)

@@ -4,6 +4,7 @@ fatal errors as librdkafka reports them, and a broker's too-large refusal (issue
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -14,6 +15,7 @@ from producer.kafka.sink import KafkaSink
 from producer.kafka.transactions import COMMIT_ATTEMPTS
 from producer.pipeline.dead_letters import TOO_LARGE
 from producer.sync.checkpoint import Checkpoint
+from producer.sync.progress import Progress
 from tests.unit.test_kafka_sink import MockRegistry, Observer, ScriptedProducer, Store, event
 
 
@@ -38,6 +40,12 @@ class TransactionalProducer(ScriptedProducer):
     abort_errors: list[KafkaException] = field(default_factory=list)
     state: str = "new"
     calls: list[str] = field(default_factory=list)
+    calls_at: list[str] = field(default_factory=list)
+    """The transaction state at each `produce`."""
+
+    def produce(self, topic: str, *args: Any, **kwargs: Any) -> None:
+        self.calls_at.append(self.state)
+        super().produce(topic, *args, **kwargs)
 
     def init_transactions(self, _timeout: float = 0) -> None:
         self.calls.append("init")
@@ -176,3 +184,46 @@ def test_a_broker_refusal_aborts_the_batch_once_and_the_retry_dead_letters_it() 
     assert rejection.reason == TOO_LARGE
     assert retry.publish(event("contacts", "c2")) is None  # small events still go
     retry.commit(CHECKPOINT, based_on=None)
+
+
+@dataclass
+class ChunkingStore(Store):
+    """Writes every checkpoint and mark as two chunks and a main record, as the real store
+    does for a large one."""
+
+    def records_for(
+        self, checkpoint: Checkpoint, based_on: Checkpoint | None = None
+    ) -> tuple[list[tuple[bytes, bytes | None]], Checkpoint]:
+        key = checkpoint.resource.encode()
+        chunks = [(key + b"/chunks/t1/0", b"a"), (key + b"/chunks/t1/1", b"b")]
+        return [*chunks, (key, checkpoint.to_json())], checkpoint
+
+    def progress_records(self, progress: Progress) -> list[tuple[bytes, bytes | None]]:
+        key = self.progress_key(progress.resource)
+        return [(b"contacts/chunks/t2/0", b"c"), (key, progress.to_json())]
+
+
+def test_a_chunked_checkpoint_and_mark_go_in_their_transaction_whole() -> None:
+    """Issue 17, failure 8a: the chunks of a large boundary are in the transaction of the
+    record that names them (read_committed readers see all or none), and the chunks of the
+    replaced records are swept once it committed."""
+    lane = TransactionalProducer()
+    sink, _ = transactional_sink([lane])
+    store = ChunkingStore()
+    sink.checkpoints = store
+    run = sink.begin("contacts", "r1")
+    mark = Progress("contacts", CHECKPOINT, False, None, "r1", 1, "now")
+    run.mark_progress(mark)
+    run.commit(CHECKPOINT, based_on=None)
+    written = [(key, lane.calls_at[i]) for i, (topic, key, _) in enumerate(lane.delivered)]
+    assert [k for k, _ in written] == [
+        b"contacts/chunks/t2/0",
+        b"contacts/progress",
+        b"contacts/chunks/t1/0",
+        b"contacts/chunks/t1/1",
+        b"contacts",
+        b"contacts/progress",  # the mark's tombstone
+    ]
+    assert all(state == "open" for _, state in written)  # each inside a transaction
+    assert lane.calls.count("commit") == 2
+    assert store.sweeps == 2  # after the mark, after the checkpoint

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -31,6 +32,7 @@ from producer.pipeline.prefetch import PrefetchingSource
 from producer.redrive import TOMBSTONED, RedriveReport, redrive
 from producer.service import SyncService
 from producer.sync.checkpoint import FORCED, Checkpoint, supersedes
+from producer.sync.chunks import CHUNK_BYTES
 from producer.sync.progress import Progress
 from producer.sync.run import INVALID_UPDATED_AT
 from producer.sync.timestamps import format_instant, instant_micros
@@ -630,3 +632,71 @@ def test_5_a_listing_round_trips_through_chunks_and_a_missing_chunk_is_no_listin
     assert assemble(header, dict(enumerate(parts))) == ids
     if len(parts) > 1:
         assert assemble(header, dict(enumerate(parts[1:], start=1))) is None
+
+
+# ------------------------------------------------------------------ 8a: a boundary of any size
+
+BOUNDARY_AT = "2026-03-02T00:00:00Z"
+
+
+def _one_instant_pages(count: int, per_page: int = 1_000) -> list[SourcePage]:
+    records = [{"id": f"cnt_{i:05d}", "updated_at": BOUNDARY_AT} for i in range(count)]
+    return [
+        page(
+            records[i : i + per_page],
+            has_more=i + per_page < count,
+            next_cursor=f"c{i}" if i + per_page < count else None,
+        )
+        for i in range(0, count, per_page)
+    ]
+
+
+def _chunked_sink() -> FakeSink:
+    sink = FakeSink(chunk_bytes=CHUNK_BYTES)
+    sink.checkpoints["contacts"] = Checkpoint("contacts", "2026-03-01T00:00:00Z")
+    return sink
+
+
+def test_8a_a_boundary_of_25000_versions_at_one_instant_is_replayed_with_none_republished() -> None:
+    sink = _chunked_sink()
+    svc, _, _ = service(ListSource(_one_instant_pages(25_000)), sink)
+    svc.batch_pages = 5  # progress marks of up to 20,000 ids on the way
+    assert svc.sync_once("contacts").outcome == "success"
+    assert len(sink.published) == 25_000
+    stored = sink.checkpoints["contacts"]
+    assert stored.boundary_complete
+    assert len(stored.boundary_ids) == 25_000
+    # no record grows with the boundary: it went as chunks
+    assert sink.chunk_records > 1
+    assert sink.largest_record <= CHUNK_BYTES
+
+    assert svc.sync_once("contacts").outcome == "success"  # `gte` the same instant again
+    assert len(sink.published) == 25_000, "the boundary was republished"
+
+
+def test_8a_a_run_resumed_from_a_mark_of_15000_versions_at_one_instant_republishes_none() -> None:
+    pages = _one_instant_pages(25_000)
+    stop = threading.Event()
+
+    class StoppingSource:
+        def pages(self, filter_gte: str | None, filter_lt: str | None = None) -> Iterator[Any]:
+            for n, one in enumerate(pages):
+                yield one
+                if n == 14:  # page 15 is taken and marked (batch of 5): stop there
+                    stop.set()
+
+    sink = _chunked_sink()
+    svc, _, _ = service(ListSource([]), sink, stop=stop)
+    svc.source_for = lambda _r: StoppingSource()
+    svc.batch_pages = 5
+    assert svc.sync_once("contacts").outcome == "interrupted"
+    assert len(sink.published) == 15_000
+    mark = sink.marks["contacts"].mark
+    assert mark is not None
+    assert len(mark.boundary_ids) == 15_000
+
+    stop.clear()
+    svc.source_for = lambda _r: ListSource(pages)
+    assert svc.sync_once("contacts").outcome == "success"
+    keys = [e.key for e in sink.published]
+    assert len(keys) == len(set(keys)) == 25_000, "the resumed run republished the mark's ids"

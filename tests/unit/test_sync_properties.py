@@ -74,15 +74,13 @@ def one_run(
     limit: int,
     during: list[Change],
     killed_after: int | None,
-    max_boundary_ids: int,
+    max_rejected: int,
     clock: Clock = Clock(),
     slices: int = 1,
 ) -> list[Version]:
     with_date = clock.skew_us is None
     started_at = source.clock + (clock.skew_us or 0)
-    run = SyncRun(
-        "contacts", log.checkpoint, started_at=started_at, max_boundary_ids=max_boundary_ids
-    )
+    run = SyncRun("contacts", log.checkpoint, started_at=started_at, max_rejected=max_rejected)
 
     def between_pages(page: int) -> None:
         for change in during:
@@ -95,7 +93,7 @@ def one_run(
             limit,
             slices,
             started_at,
-            max_boundary_ids,
+            max_rejected,
             between_pages,
             killed_after,
             with_date,
@@ -117,7 +115,7 @@ def sliced_export(
     limit: int,
     slices: int,
     started_at: int,
-    max_boundary_ids: int,
+    max_rejected: int,
     between_pages: Callable[[int], None],
     killed_after: int | None,
     with_date: bool,
@@ -131,7 +129,7 @@ def sliced_export(
             "contacts",
             None,
             started_at=started_at,
-            max_boundary_ids=max_boundary_ids,
+            max_rejected=max_rejected,
             window=w,
             horizon=cap,
         )
@@ -160,7 +158,7 @@ def latest_per_key(events: list[Version]) -> dict[str, tuple[int, int]]:
     initial_ties=st.booleans(),
     limit=st.integers(1, 7),
     plans=run_plans,
-    max_boundary_ids=st.sampled_from([1, 3, 10_000]),
+    max_rejected=st.sampled_from([1, 3, 10_000]),
     clock=clocks,
     slices=st.sampled_from([1, 3]),
 )
@@ -170,7 +168,7 @@ def test_after_a_quiet_final_run_kafka_holds_the_source(
     initial_ties: bool,
     limit: int,
     plans: list[tuple[list[Change], list[Change], int | None]],
-    max_boundary_ids: int,
+    max_rejected: int,
     clock: Clock,
     slices: int,
 ) -> None:
@@ -181,13 +179,13 @@ def test_after_a_quiet_final_run_kafka_holds_the_source(
         for change in before:
             apply(source, change)
         at_start = source.current()
-        one_run(source, log, limit, during, killed_after, max_boundary_ids, clock, slices)
+        one_run(source, log, limit, during, killed_after, max_rejected, clock, slices)
         if killed_after is None:
             published = {(v.record_id, v.instant) for v in log.events}
             unchanged = {i: tv for i, tv in at_start.items() if source.records.get(i) == tv}
             # no version present at the start of a run (and not superseded in it) is skipped
             assert {(i, t) for i, (t, _) in unchanged.items()} <= published
-    one_run(source, log, limit, [], None, max_boundary_ids, clock, slices)  # quiet final run
+    one_run(source, log, limit, [], None, max_rejected, clock, slices)  # quiet final run
     assert latest_per_key(log.events) == source.current()
 
 

@@ -112,14 +112,23 @@ def test_stale_record_is_published_counted_and_never_moves_the_checkpoint_back()
     assert run.checkpoint_after(run_id="r", completed_at="now", published=1) is None
 
 
-def test_boundary_overflow_falls_back_to_replaying_the_boundary() -> None:
-    run = SyncRun("tags", None, max_boundary_ids=2, started_at=LATER)
-    finish(run, [rec(f"t{i}", "2026-03-03T00:00:00Z") for i in range(3)])
-    cp = run.checkpoint_after(run_id="r", completed_at="now", published=3)
+def test_a_boundary_larger_than_the_old_limit_is_stored_whole_and_skipped() -> None:
+    """Issue 17, failure 8a: more than 10,000 versions at one instant used to be dropped from
+    the checkpoint, and the next run republished them all."""
+    ids = [f"t{i:05d}" for i in range(12_000)]
+    run = SyncRun("tags", None, started_at=LATER)
+    finish(run, [rec(i, "2026-03-03T00:00:00Z") for i in ids])
+    cp = run.checkpoint_after(run_id="r", completed_at="now", published=len(ids))
     assert cp is not None
-    assert not cp.boundary_complete
-    assert cp.boundary_ids == frozenset()
-    replay = SyncRun("tags", cp, max_boundary_ids=2, started_at=LATER)
+    assert cp.boundary_complete
+    assert cp.boundary_ids == frozenset(ids)
+    replay = SyncRun("tags", cp, started_at=LATER)
+    assert finish(replay, [rec(i, "2026-03-03T00:00:00Z") for i in ids]) == []
+
+
+def test_an_incomplete_boundary_of_an_older_release_is_replayed() -> None:
+    cp = Checkpoint("tags", "2026-03-03T00:00:00Z", boundary_complete=False)
+    replay = SyncRun("tags", cp, started_at=LATER)
     # at-least-once: everything at the boundary instant is published again, nothing lost
     assert len(finish(replay, [rec(f"t{i}", "2026-03-03T00:00:00Z") for i in range(3)])) == 3
 
