@@ -276,6 +276,8 @@ def cmd_sync(settings: Settings, only: list[str] | None) -> int:
 
     def sync(resource: str) -> None:
         done[resource] = app.service.sync_once(resource, progress)
+        if progress is not None:  # its line stops at once, not when the slowest run ends
+            progress.done(done[resource])
 
     # Resources run side by side, as in `run`: one slow or failing resource does not hold the
     # others back (each has its own API client and its own Kafka acknowledgements). Daemon
@@ -365,19 +367,24 @@ class _Progress:
     def __call__(self, resource: str, stats: RunStats, acked: int) -> None:
         self.progress.update(self.tasks[resource], detail=self._counts(stats, acked))
 
-    def _counts(self, stats: RunStats, acked: int) -> str:
-        rate = stats.fetched / max(time.monotonic() - self.started, 1e-6)
+    def _counts(self, stats: RunStats, acked: int, seconds: float | None = None) -> str:
+        elapsed = time.monotonic() - self.started if seconds is None else seconds
+        rate = stats.fetched / max(elapsed, 1e-6)
         return (
             f"pages {stats.pages:>5}  fetched {stats.fetched:>8}  acked {acked:>8}  "
             f"skipped {stats.deduplicated:>6}  {rate:>9,.0f} rec/s"
         )
 
+    def done(self, report: RunReport) -> None:
+        """A run has ended: its line shows the outcome and final counts, its clock stops."""
+        counts = self._counts(report.stats, report.published, report.duration_s)
+        detail = f"{report.outcome:<11}  {counts}"
+        self.progress.update(self.tasks[report.resource], detail=detail, total=1, completed=1)
+
     def finish(self, reports: Sequence[RunReport]) -> None:
-        """Show each run's outcome and final counts, draw the area a last time and leave it
-        on the screen."""
+        """Show every run's outcome, draw the area a last time and leave it on the screen."""
         for report in reports:
-            detail = f"{report.outcome:<11}  {self._counts(report.stats, report.published)}"
-            self.progress.update(self.tasks[report.resource], detail=detail, total=1, completed=1)
+            self.done(report)
         self.close()
 
     def close(self) -> None:

@@ -58,9 +58,12 @@ def test_the_area_is_redrawn_in_place_with_log_lines_above_it(
     progress("contacts", contacts, 490)
     progress.progress.refresh()
     progress("contacts", contacts, 497)  # the last acknowledgements come after the last page
+    tags = RunStats(pages=2, fetched=150)
+    progress.done(RunReport("tags", "run", "success", tags, 150, None, None, 0.5))
+    progress.progress.refresh()
     reports = [
-        RunReport("contacts", "run", "success", contacts, 497, None, None, 1.0),
-        RunReport("tags", "run", "success", RunStats(pages=2, fetched=150), 150, None, None, 1.0),
+        RunReport("contacts", "run", "success", contacts, 497, None, None, 2.0),
+        RunReport("tags", "run", "success", tags, 150, None, None, 0.5),
         RunReport("users", "run", "failure", RunStats(), 0, None, None, 1.0),
     ]
     progress.finish(reports)
@@ -80,8 +83,11 @@ def test_the_area_is_redrawn_in_place_with_log_lines_above_it(
     assert above.index("the broker said hello") < above.index("contacts")
     last = drawn[-1]
     assert re.search(r"contacts +pages +5 +fetched +500 +acked +490 +skipped +3 ", text)
-    assert re.search(r"contacts +success +pages +5 +fetched +500 +acked +497 +skipped +3 ", last)
-    assert re.search(r"tags +success +pages +2 +fetched +150 +acked +150 ", last)
+    # A finished run's rate is over its own duration.
+    assert re.search(
+        r"contacts +success +pages +5 +fetched +500 +acked +497 +skipped +3 +250 rec/s", last
+    )
+    assert re.search(r"tags +success +pages +2 +fetched +150 +acked +150 .* 300 rec/s", last)
     assert re.search(r"users +failure +pages +0 ", last)
     # The terminal is given back: cursor shown, the log handler on its own stream again.
     assert text.endswith("\x1b[?25h")
