@@ -15,9 +15,11 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TYPE_CHECKING, TextIO
+from typing import IO, TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from producer import __version__
 from producer.config import ConfigError, Settings, add_flags, load_settings
@@ -266,11 +268,16 @@ def cmd_sync(settings: Settings, only: list[str] | None) -> int:
     stop = threading.Event()
     stop_requested = stop_on_signals(stop)
     app = build_app(settings, stop=stop)
-    progress = _Progress(sys.stderr, resources) if sys.stderr.isatty() else None
+    progress: _Progress | None = None
+    if sys.stderr.isatty():  # elsewhere (a pipe, a log collector) no progress output at all
+        progress = _Progress(Console(file=sys.stderr), resources)
+        progress.start()
     done: dict[str, RunReport] = {}
 
     def sync(resource: str) -> None:
         done[resource] = app.service.sync_once(resource, progress)
+        if progress is not None:  # its line stops at once, not when the slowest run ends
+            progress.done(done[resource])
 
     # Resources run side by side, as in `run`: one slow or failing resource does not hold the
     # others back (each has its own API client and its own Kafka acknowledgements). Daemon
@@ -286,6 +293,10 @@ def cmd_sync(settings: Settings, only: list[str] | None) -> int:
         deadline = time.monotonic() + SHUTDOWN_JOIN_S
         for worker in workers:  # one deadline for all, as in `run`
             worker.join(timeout=max(0.0, deadline - time.monotonic()))
+    except BaseException:
+        if progress is not None:  # give the terminal back (cursor, log stream) first
+            progress.close()
+        raise
     finally:
         left = app.close(flush_timeout_s=flush_budget(stop_requested, 5.0))
     reports = [done.get(r) or _unfinished(r) for r in resources]
@@ -313,37 +324,78 @@ def _unfinished(resource: str) -> RunReport:
 
 
 class _Progress:
-    """One live line per resource on a terminal, redrawn together (thread-safe)."""
+    """The live progress area of `sync` on a terminal: one line per resource, redrawn in
+    place by rich; log lines are printed above it instead of tearing through it.
 
-    def __init__(self, stream: TextIO, resources: Sequence[str]) -> None:
-        self.stream = stream
+    Thread-safe: each resource's worker reports from its own thread (rich locks its
+    console)."""
+
+    def __init__(self, console: Console, resources: Sequence[str]) -> None:
+        self.console = console
         self.started = time.monotonic()
-        self.lines = {r: f"{r:<12} starting" for r in resources}
-        self.lock = threading.Lock()
-        self.drawn = 0
+        self.progress = Progress(
+            SpinnerColumn(finished_text="-"),
+            # markup off: a resource name or an outcome is shown as it is, never as markup.
+            TextColumn("{task.description:<12}", markup=False),
+            TextColumn("{task.fields[detail]}", markup=False),
+            TimeElapsedColumn(),
+            console=console,
+            # Anything written to sys.stderr while live (a warning, a library's print)
+            # goes above the area too.
+            redirect_stderr=True,
+            redirect_stdout=False,
+        )
+        self.tasks = {
+            r: self.progress.add_task(r, total=None, detail="starting") for r in resources
+        }
+        self._handlers: list[tuple[logging.StreamHandler[IO[str]], IO[str]]] = []
+        self._live = False
+
+    def start(self) -> None:
+        self.progress.start()
+        self._live = True
+        # The log handler holds the terminal's stream itself, so the redirection of
+        # sys.stderr does not reach it: point it at rich's proxy while the area is live.
+        terminal, proxy = self.console.file, sys.stderr
+        if proxy is terminal:  # not redirected (rich does so only on a terminal)
+            return
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is terminal:
+                self._handlers.append((handler, handler.stream))
+                handler.setStream(proxy)
 
     def __call__(self, resource: str, stats: RunStats, acked: int) -> None:
-        rate = stats.fetched / max(time.monotonic() - self.started, 1e-6)
-        line = (
-            f"{resource:<12} pages {stats.pages:>5}  fetched {stats.fetched:>8}  "
-            f"acked {acked:>8}  skipped {stats.deduplicated:>6}  {rate:>9,.0f} rec/s"
+        self.progress.update(self.tasks[resource], detail=self._counts(stats, acked))
+
+    def _counts(self, stats: RunStats, acked: int, seconds: float | None = None) -> str:
+        elapsed = time.monotonic() - self.started if seconds is None else seconds
+        rate = stats.fetched / max(elapsed, 1e-6)
+        return (
+            f"pages {stats.pages:>5}  fetched {stats.fetched:>8}  acked {acked:>8}  "
+            f"skipped {stats.deduplicated:>6}  {rate:>9,.0f} rec/s"
         )
-        with self.lock:
-            self.lines[resource] = line
-            self._draw()
+
+    def done(self, report: RunReport) -> None:
+        """A run has ended: its line shows the outcome and final counts, its clock stops."""
+        counts = self._counts(report.stats, report.published, report.duration_s)
+        detail = f"{report.outcome:<11}  {counts}"
+        self.progress.update(self.tasks[report.resource], detail=detail, total=1, completed=1)
 
     def finish(self, reports: Sequence[RunReport]) -> None:
-        with self.lock:
-            for report in reports:
-                self.lines[report.resource] = f"{report.resource:<12} {report.outcome}"
-            self._draw()
+        """Show every run's outcome, draw the area a last time and leave it on the screen."""
+        for report in reports:
+            self.done(report)
+        self.close()
 
-    def _draw(self) -> None:
-        up = f"\033[{self.drawn}F" if self.drawn else ""
-        body = "".join(f"\033[K{line}\n" for line in self.lines.values())
-        self.stream.write(up + body)
-        self.stream.flush()
-        self.drawn = len(self.lines)
+    def close(self) -> None:
+        """Stop redrawing and give the log handlers their stream back (idempotent)."""
+        if not self._live:
+            return
+        self._live = False
+        self.progress.stop()
+        for handler, stream in self._handlers:
+            handler.setStream(stream)
+        self._handlers.clear()
 
 
 def render_summary(reports: Sequence[RunReport]) -> str:

@@ -427,6 +427,159 @@ def test_sasl_and_tls(helm: Helm) -> None:
     assert {i["path"] for i in client["items"]} == {"tls.crt", "tls.key"}
 
 
+#: Every credential from an existing Secret: SASL_SSL with SCRAM, mutual TLS to the brokers,
+#: an https registry with basic auth, its own CA and a client certificate.
+FROM_EXISTING_SECRETS: dict[str, Any] = {
+    "askelephant": {"existingSecret": "askelephant-credentials"},
+    "kafka": {
+        "securityProtocol": "SASL_SSL",
+        "sasl": {"mechanism": "SCRAM-SHA-512", "existingSecret": "kafka-scram"},
+        "tls": {"caSecret": "kafka-ca", "clientCertSecret": "kafka-client-tls"},
+    },
+    "schemaRegistry": {
+        "url": "https://registry.example.internal:8081",
+        "basicAuth": {"existingSecret": "registry-credentials", "existingSecretKey": "auth"},
+        "tls": {
+            "caSecret": "registry-ca",
+            "caSecretKey": "bundle.pem",
+            "clientCertSecret": "registry-client-tls",
+        },
+    },
+}
+TLS_VOLUMES = {
+    # volume: (Secret, files, env variable -> file)
+    "kafka-ca": ("kafka-ca", {"ca.crt"}, {"KAFKA_SSL_CA_LOCATION": "ca.crt"}),
+    "kafka-client-cert": (
+        "kafka-client-tls",
+        {"tls.crt", "tls.key"},
+        {"KAFKA_SSL_CERTIFICATE_LOCATION": "tls.crt", "KAFKA_SSL_KEY_LOCATION": "tls.key"},
+    ),
+    "schema-registry-ca": (
+        "registry-ca",
+        {"bundle.pem"},
+        {"SCHEMA_REGISTRY_SSL_CA_LOCATION": "bundle.pem"},
+    ),
+    "schema-registry-client-cert": (
+        "registry-client-tls",
+        {"tls.crt", "tls.key"},
+        {
+            "SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION": "tls.crt",
+            "SCHEMA_REGISTRY_SSL_KEY_LOCATION": "tls.key",
+        },
+    ),
+}
+
+
+def test_every_credential_from_existing_secrets(helm: Helm) -> None:
+    rendered = helm.template(values=FROM_EXISTING_SECRETS)
+    env = rendered.env()
+    assert secret_ref(env["KAFKA_SASL_USERNAME"]) == ("kafka-scram", "username")
+    assert secret_ref(env["KAFKA_SASL_PASSWORD"]) == ("kafka-scram", "password")
+    assert secret_ref(env["SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"]) == (
+        "registry-credentials",
+        "auth",
+    )
+    assert secret_ref(env["ASKELEPHANT_API_KEY"]) == ("askelephant-credentials", "api-key")
+    # Nothing to hold, so the chart makes no Secret of its own.
+    assert rendered.maybe("Secret") is None
+    config = rendered.config_env()
+    assert config["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert config["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert not {"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"} & set(config)
+    assert "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO" not in config
+
+
+def test_tls_files_are_secret_volumes_mounted_read_only(helm: Helm) -> None:
+    rendered = helm.template(values=FROM_EXISTING_SECRETS)
+    config = rendered.config_env()
+    volumes = {v["name"]: v for v in rendered.pod_spec["volumes"]}
+    mounts = {m["name"]: m for m in rendered.container["volumeMounts"]}
+    assert set(volumes) == {"tmp", *TLS_VOLUMES}
+    assert set(mounts) == set(volumes)
+    for name, (secret_name, files, locations) in TLS_VOLUMES.items():
+        secret = volumes[name]["secret"]
+        assert secret["secretName"] == secret_name
+        assert {item["key"] for item in secret["items"]} == files
+        # Readable by its owner (and the pod's fsGroup, as which the producer runs); nobody
+        # may write, and other users see nothing.
+        mode = secret["defaultMode"]
+        assert mode & 0o400, f"{name}: {oct(mode)}"
+        assert not mode & 0o222, f"{name}: {oct(mode)}"
+        assert not mode & 0o007, f"{name}: {oct(mode)}"
+        assert mounts[name]["readOnly"] is True, name
+        for variable, file in locations.items():
+            assert config[variable] == f"{mounts[name]['mountPath']}/{file}", variable
+    # Kafka's and the registry's files never share a directory.
+    paths = [mounts[name]["mountPath"] for name in TLS_VOLUMES]
+    assert len(set(paths)) == len(paths)
+
+
+@pytest.mark.parametrize("values_file", CI_FILES, ids=CI_IDS)
+def test_secret_values_appear_only_base64_encoded_in_the_chart_secret(
+    helm: Helm, values_file: Path
+) -> None:
+    """Whatever the values give as a secret is readable nowhere but the chart's Secret."""
+    values = load_yaml(values_file)
+    secrets = [
+        values.get("askelephant", {}).get("apiKey"),
+        values.get("askelephant", {}).get("accessToken"),
+        values.get("kafka", {}).get("sasl", {}).get("password"),
+        values.get("schemaRegistry", {}).get("basicAuth", {}).get("userInfo"),
+        values.get("webhooks", {}).get("secret"),
+        *values.get("kafka", {}).get("secretConfig", {}).values(),
+    ]
+    secrets = [str(s) for s in secrets if s]
+    rendered = helm.template([values_file])
+    for obj in rendered.objects:
+        if obj["kind"] == "Secret":
+            continue
+        text = yaml.safe_dump(obj)
+        for secret in secrets:
+            # The secret and its halves: `user:password` must not leak its password either.
+            for part in {secret, *secret.split(":")[1:]}:
+                assert part not in text, f"{obj['kind']} {obj['metadata']['name']}"
+
+
+def test_without_tls_nothing_extra_renders(helm: Helm) -> None:
+    rendered = helm.template(values=WITH_KEY)
+    assert [v["name"] for v in rendered.pod_spec["volumes"]] == ["tmp"]
+    assert [m["name"] for m in rendered.container["volumeMounts"]] == ["tmp"]
+    config = rendered.config_env()
+    extra = {k for k in config if k.startswith(("KAFKA_S", "SCHEMA_REGISTRY_S"))}
+    assert not extra
+    env = set(rendered.env())
+    assert env == {"ASKELEPHANT_API_KEY"}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"schemaRegistry": {"url": "http://registry:8081", "tls": {"caSecret": "ca"}}},
+            "is not https://",
+        ),
+        (
+            {
+                "kafka": {
+                    "securityProtocol": "SSL",
+                    "tls": {"caSecret": "ca", "mountPath": "/etc/tls"},
+                },
+                "schemaRegistry": {
+                    "url": "https://registry:8081",
+                    "tls": {"caSecret": "ca", "mountPath": "/etc/tls/"},
+                },
+            },
+            "must differ",
+        ),
+    ],
+    ids=["registry-tls-over-http", "same-mount-path"],
+)
+def test_inconsistent_registry_tls_is_refused(
+    helm: Helm, values: dict[str, Any], message: str
+) -> None:
+    assert message in helm.template_error(values=merge(WITH_KEY, values))
+
+
 def test_sasl_credentials_from_values_go_to_the_chart_secret(helm: Helm) -> None:
     rendered = helm.template([CI_FILE["all-features"]])
     data = decoded(rendered.one("Secret"))
@@ -438,8 +591,15 @@ def test_sasl_credentials_from_values_go_to_the_chart_secret(helm: Helm) -> None
 @pytest.mark.parametrize(
     ("kafka", "message"),
     [
-        ({"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN"}}, "needs credentials"),
-        ({"securityProtocol": "PLAINTEXT", "sasl": {"mechanism": "PLAIN"}}, "needs kafka.security"),
+        # The values schema refuses this one before the template's own guard sees it.
+        ({"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN"}}, "/kafka/sasl"),
+        (
+            {
+                "securityProtocol": "PLAINTEXT",
+                "sasl": {"mechanism": "PLAIN", "existingSecret": "s"},
+            },
+            "needs kafka.security",
+        ),
         ({"securityProtocol": "SASL_SSL"}, "needs kafka.sasl.mechanism"),
         ({"tls": {"caSecret": "ca"}}, "does not use TLS"),
     ],
@@ -647,6 +807,21 @@ def test_network_policy(helm: Helm) -> None:
         ({"config": {"pageSize": 500}}, "pageSize"),
         ({"config": {"resources": ["contacts", "deals"]}}, "resources"),
         ({"kafka": {"sasl": {"mechanism": "PLAINTEXT"}}}, "mechanism"),
+        (
+            {"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "SCRAM-SHA-512"}}},
+            "existingSecret",
+        ),
+        (
+            {
+                "kafka": {
+                    "securityProtocol": "SASL_SSL",
+                    "sasl": {"mechanism": "PLAIN", "username": "u", "existingSecret": ""},
+                }
+            },
+            "password",
+        ),
+        ({"schemaRegistry": {"tls": {"caSecret": "Not_A_Name"}}}, "caSecret"),
+        ({"schemaRegistry": {"tls": {"caSecretKey": ""}}}, "caSecretKey"),
     ],
     ids=[
         "typo-top-level",
@@ -656,6 +831,10 @@ def test_network_policy(helm: Helm) -> None:
         "range",
         "enum",
         "sasl",
+        "sasl-without-secret-name",
+        "sasl-without-password",
+        "registry-ca-bad-secret-name",
+        "registry-ca-empty-key",
     ],
 )
 def test_values_schema_rejects(helm: Helm, values: dict[str, Any], message: str) -> None:

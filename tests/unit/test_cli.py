@@ -90,25 +90,6 @@ def test_a_reset_to_the_future_needs_force(capsys: pytest.CaptureFixture[str]) -
     assert "--force" in err
 
 
-def test_progress_redraws_one_line_per_resource() -> None:
-    import io
-
-    from producer.cli import _Progress
-    from producer.sync.run import RunStats
-
-    out = io.StringIO()
-    progress = _Progress(out, ["contacts", "tags"])
-    progress("tags", RunStats(pages=2, fetched=150), 150)
-    progress("contacts", RunStats(pages=1, fetched=100), 90)
-    text = out.getvalue()
-    first, second = text.split("\x1b[2F")  # the second frame moves up over the first
-    assert first.count("\n") == 2
-    assert "contacts     starting" in first
-    assert "tags         pages     2" in first
-    assert "contacts     pages     1" in second
-    assert "acked       90" in second
-
-
 def test_simulator_not_installed_says_how_to_get_it_and_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -148,6 +148,12 @@ all stop before anything is applied.
 {{- if and (or $v.kafka.tls.caSecret $v.kafka.tls.clientCertSecret) (not (has $proto (list "SSL" "SASL_SSL"))) -}}
 {{- fail (printf "\n\nkafka.tls.* is set but kafka.securityProtocol=%s does not use TLS: use SSL or SASL_SSL." $proto) -}}
 {{- end -}}
+{{- if and (or $v.schemaRegistry.tls.caSecret $v.schemaRegistry.tls.clientCertSecret) (not (hasPrefix "https://" $v.schemaRegistry.url)) -}}
+{{- fail (printf "\n\nschemaRegistry.tls.* is set but schemaRegistry.url=%s is not https://." $v.schemaRegistry.url) -}}
+{{- end -}}
+{{- if eq (trimSuffix "/" $v.kafka.tls.mountPath) (trimSuffix "/" $v.schemaRegistry.tls.mountPath) -}}
+{{- fail "\n\nkafka.tls.mountPath and schemaRegistry.tls.mountPath must differ: the Kafka and registry files would be mounted over each other." -}}
+{{- end -}}
 {{- if and $v.metrics.serviceMonitor.enabled $v.metrics.podMonitor.enabled -}}
 {{- fail "\n\nmetrics.serviceMonitor.enabled and metrics.podMonitor.enabled are mutually exclusive (the producer would be scraped twice)." -}}
 {{- end -}}
