@@ -135,6 +135,8 @@ class CheckpointStore:
         """Resources whose LATEST record is unreadable: `get` raises for exactly these."""
         self.lost: set[str] = set()
         """Tokens of records that lost a compare-and-set in the topic's order (`supersedes`)."""
+        self._last_lost: set[str] = set()
+        """Resources whose last checkpoint record read lost: `repair` puts the winner after it."""
         self._chunk_data: dict[str, dict[int, bytes]] = {}
         """token -> n -> value: chunks read and not yet assembled (dropped once they are)."""
         self._chunk_keys: dict[str, set[bytes]] = {}
@@ -172,6 +174,7 @@ class CheckpointStore:
             self._chunk_data, self._chunk_keys, self._mains = {}, {}, set()
             self._awaiting, self._awaiting_progress = {}, {}
             self._topic_tokens, self._progress_tokens = {}, {}
+            self._last_lost = set()
             self._read_new()
             self.loaded = True
             return dict(self._latest)
@@ -234,6 +237,7 @@ class CheckpointStore:
             if not supersedes(checkpoint, latest.get(resource)):
                 assert checkpoint.token is not None
                 self.lost.add(checkpoint.token)
+                self._last_lost.add(resource)
                 log.info(
                     "checkpoint of %s by run %s at %s lost to a concurrent write; ignored",
                     resource,
@@ -243,6 +247,7 @@ class CheckpointStore:
                 )
                 continue
             self._topic_tokens[resource] = checkpoint.token
+            self._last_lost.discard(resource)
             known = latest.get(resource)
             if (
                 ref is not None
@@ -370,8 +375,13 @@ class CheckpointStore:
             )
 
     def current(self, resource: str) -> Checkpoint | None:
-        """`get` after catching up with the topic: what a run starts from."""
+        """`get` after catching up with the topic: what a run starts from (a winner left
+        behind a losing record is written again first: `repair`)."""
         self.refresh()
+        try:
+            self.repair(resource)
+        except CheckpointStoreError as exc:  # the next run tries again; reading goes on
+            log.warning("checkpoint of %s not repaired: %s", resource, exc)
         if resource in self._awaiting:
             # A transaction's commit markers land partition by partition: its chunks can
             # become readable a moment after its main record. Look once more before failing.
@@ -446,14 +456,35 @@ class CheckpointStore:
                 self._staged_progress[progress.resource] = (progress, token)
         return records
 
+    def repair(self, resource: str, timeout_s: float = 60.0) -> None:
+        """When the last checkpoint record of `resource` in the topic lost its compare-and-set,
+        write a copy of the winner after it: compaction keeps a key's last record, and must
+        keep the winner (`supersedes`). The copy is based on the winner, so every reader
+        takes it; a crash before it is repaired by the next `current` (a run's start) or
+        `load` of any process."""
+        with self._lock:
+            winner = self._latest.get(resource) if resource in self._last_lost else None
+        if winner is None:
+            return
+        records, _ = self.records_for(winner, winner)
+        self._write_all(records, f"checkpoint of {resource} (the winner, again)", timeout_s)
+        self.refresh()
+        log.info(
+            "checkpoint of %s written again after a record that lost to it",
+            resource,
+            extra={"event": "checkpoint_repaired", "resource": resource},
+        )
+
     def confirm_won(self, stored: Checkpoint) -> None:
         """After the record of `stored` is in the topic: read the topic to its end and raise
-        `CheckpointConflictError` when the record lost its compare-and-set there."""
+        `CheckpointConflictError` when the record lost its compare-and-set there (after
+        putting the winner after it: `repair`)."""
         self.refresh()
         with self._lock:
             lost = stored.token in self.lost
             now = self._latest.get(stored.resource)
         if lost:
+            self.repair(stored.resource)
             raise CheckpointConflictError(
                 f"the checkpoint of {stored.resource} changed while the run was going (now "
                 f"{_describe(now)}); this run's checkpoint lost to it and is ignored, the next "

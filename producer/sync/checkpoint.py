@@ -246,12 +246,17 @@ def supersedes(incoming: Checkpoint, latest: Checkpoint | None) -> bool:
     between a check and a write is left: the check happens in the log's order.
 
     A record without a token (an older release) or a forced one (a reset) always replaces;
-    a record re-read after its writer remembered it replaces itself."""
-    if incoming.token is None or incoming.based_on == FORCED:
+    a record re-read after its writer remembered it replaces itself.
+
+    Compaction keeps only the last record of the key, so what a record was based on may be
+    gone: the first record a reader meets for a key is taken as it is. That is also why a
+    losing record must never stay last (compaction would keep it and drop the winner): the
+    store writes a copy of the winner after it (`CheckpointStore.repair`)."""
+    if latest is None or incoming.token is None or incoming.based_on == FORCED:
         return True
-    if latest is not None and latest.token == incoming.token:
+    if latest.token == incoming.token:
         return True
-    return incoming.based_on == (latest.token if latest is not None else None)
+    return incoming.based_on == latest.token
 
 
 def reset_checkpoint(

@@ -23,6 +23,8 @@ from producer.sync.progress import Progress
 from producer.sync.timestamps import instant_micros
 
 AT = "2026-03-04T18:25:00Z"
+LATER = "2026-03-05T00:00:00Z"
+EARLY = "2020-01-01T00:00:00Z"
 ids_strategy = st.frozensets(st.text(min_size=1, max_size=12), max_size=60)
 
 
@@ -408,3 +410,55 @@ def test_the_chunks_of_a_write_that_failed_midway_are_swept_later(topic: Topic) 
     for m in topic.records():
         live[m.key()] = m.value()
     assert [k for k, v in live.items() if v is not None] == [b"p1/contacts"]
+
+
+def compact(topic: Topic) -> None:
+    """What log compaction leaves: the last record of each key (tombstones kept)."""
+    last: dict[bytes | None, Message] = {}
+    for m in topic.records():
+        last[m.key()] = m
+    kept = {id(m) for m in last.values()}
+    topic.drop(lambda m: id(m) not in kept)
+
+
+def test_a_checkpoint_whose_predecessor_was_compacted_away_is_still_read(topic: Topic) -> None:
+    store = store_on(topic)
+    store.commit(Checkpoint("contacts", AT, run_id="a"), based_on=None)
+    store.commit(Checkpoint("contacts", LATER, run_id="b"), based_on=store.current("contacts"))
+    compact(topic)  # the record `b` is based on is gone
+    got = store_on(topic).get("contacts")
+    assert got is not None
+    assert got.run_id == "b"
+
+
+def test_a_reset_that_won_survives_compaction_of_the_losing_record_after_it(
+    topic: Topic,
+) -> None:
+    runner, operator = store_on(topic), store_on(topic)
+    runner.commit(Checkpoint("contacts", AT, run_id="a"), based_on=None)
+    started_from = runner.current("contacts")
+    operator.commit(Checkpoint("contacts", EARLY, reset_by="ops"))  # lands first
+    runner.check_unchanged = lambda *_: None  # type: ignore[method-assign]
+    with pytest.raises(checkpoints_module.CheckpointConflictError):
+        runner.commit(Checkpoint("contacts", LATER, run_id="late"), based_on=started_from)
+    compact(topic)  # keeps each key's last record: it must be the reset's, not the loser's
+    got = store_on(topic).get("contacts")
+    assert got is not None
+    assert (got.updated_at, got.reset_by) == (EARLY, "ops")
+
+
+def test_a_run_start_repairs_a_winner_left_behind_a_loser_by_a_crash(topic: Topic) -> None:
+    runner, operator = store_on(topic), store_on(topic)
+    runner.commit(Checkpoint("contacts", AT, run_id="a"), based_on=None)
+    started_from = runner.current("contacts")
+    operator.commit(Checkpoint("contacts", EARLY, reset_by="ops"))
+    # the losing writer crashed right after its record landed: nobody repaired yet
+    records, _ = runner.records_for(Checkpoint("contacts", LATER, run_id="late"), started_from)
+    for key, value in records:
+        topic.append(key, value)
+    restarted = store_on(topic)
+    assert restarted.current("contacts") is not None  # the run's start repairs
+    compact(topic)
+    got = store_on(topic).get("contacts")
+    assert got is not None
+    assert got.reset_by == "ops"
