@@ -25,6 +25,7 @@ from producer.pipeline.deletes import DeleteGuard, NoDeletes
 from producer.pipeline.driver import BatchPolicy, Commit, page_items, run_mark, windows_mark
 from producer.pipeline.ports import (
     CheckpointReader,
+    LaneError,
     LaneFencedError,
     Liveness,
     RunObserver,
@@ -105,6 +106,8 @@ class RunReport:
     """Dead letters Kafka acknowledged."""
     resumed_from: str | None = None
     """The progress mark of an interrupted run this run resumed from, if any."""
+    lane_error: bool = False
+    """The run failed because Kafka did not take the lane's writes (`LaneError`)."""
 
 
 ProgressFn = Callable[[str, RunStats, int], None]
@@ -207,6 +210,7 @@ class SyncService:
         except Exception as exc:  # e.g. an unreadable checkpoint: this resource only
             report = RunReport(resource, run_id, "failure", RunStats(), 0, None, None, 0.0)
             report.error = f"{type(exc).__name__}: {exc}"
+            report.lane_error = isinstance(exc, LaneError)
             self._fenced_stops(exc)
             self._finish(report, started)
             return report
@@ -272,6 +276,7 @@ class SyncService:
         except Exception as exc:  # one resource's failure must not stop the others
             sink.abort()
             report.error = f"{type(exc).__name__}: {exc}"
+            report.lane_error = isinstance(exc, LaneError)
             self._fenced_stops(exc)
             if self.stop.is_set() and self.fenced is None:  # a wait cut short by shutdown
                 report.outcome = "interrupted"
@@ -517,17 +522,24 @@ class SyncService:
 
         It never dies silently: an exception a run did not turn into a report (a bug, or a
         port that broke its contract) is logged with its traceback, counted, shown in
-        /healthz and retried with backoff (issue 17, failure 2)."""
+        /healthz and retried with backoff (issue 17, failure 2). A lane that cannot make
+        progress (runs failing on Kafka's side, `LaneError`) is shown there too; both fail
+        liveness after `ERRORS_IN_A_ROW_UNHEALTHY` in a row (producer/observability/health.py),
+        so that a restart gets the lane a fresh producer."""
         self.liveness.progress(resource)
         errors_in_a_row = 0
         while not self.stop.is_set():
             started = time.monotonic()
             delay = self.poll_interval_s
             try:
-                self.sync_once(resource)
-                if errors_in_a_row:
-                    self.liveness.recovered(resource)
-                errors_in_a_row = 0
+                report = self.sync_once(resource)
+                if report.outcome == "failure" and report.lane_error:
+                    errors_in_a_row += 1
+                    self.liveness.failing(resource, f"Kafka: {report.error}", errors_in_a_row)
+                elif report.outcome != "interrupted":
+                    if errors_in_a_row:
+                        self.liveness.recovered(resource)
+                    errors_in_a_row = 0
             except Exception as exc:
                 errors_in_a_row += 1
                 delay = min(

@@ -32,6 +32,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from producer.kafka.listings import LISTING_SUFFIX
 from producer.kafka.reader import TopicTail
+from producer.pipeline.ports import LaneError
 from producer.sync.checkpoint import FORCED, Checkpoint, CheckpointFormatError, supersedes
 from producer.sync.chunks import (
     CHUNK_BYTES,
@@ -50,7 +51,7 @@ from producer.sync.progress import PROGRESS_SUFFIX, Progress
 log = logging.getLogger(__name__)
 
 
-class CheckpointStoreError(RuntimeError):
+class CheckpointStoreError(LaneError):
     pass
 
 

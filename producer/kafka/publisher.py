@@ -32,7 +32,7 @@ from confluent_kafka.serialization import SerializationError
 from producer.kafka.fencing import fenced_error, is_fenced
 from producer.pipeline.build import OutgoingEvent, Rejection
 from producer.pipeline.dead_letters import SCHEMA_MISMATCH, TOO_LARGE, DeadLetter
-from producer.pipeline.ports import Refusal
+from producer.pipeline.ports import LaneError, Refusal
 from producer.sync.checkpoint import Checkpoint
 from producer.sync.progress import Progress
 
@@ -81,7 +81,7 @@ def new_producer(
     return Producer({**PRODUCER_DEFAULTS, **sized, **kafka_config, **PRODUCER_REQUIRED})
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(LaneError):
     """Kafka did not acknowledge one or more messages of a run."""
 
 

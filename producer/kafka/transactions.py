@@ -81,7 +81,15 @@ class TransactionalRunSink(KafkaRunSink):
 
     def __init__(self, sink: KafkaSink, resource: str, run_id: str, producer: Producer) -> None:
         super().__init__(sink, resource, run_id, producer)
-        transactional(producer.begin_transaction, resource)
+        self._begin(producer)
+
+    def _begin(self, producer: Producer) -> None:
+        try:
+            transactional(producer.begin_transaction, self.resource)
+        except KafkaException as exc:  # a lane that cannot begin makes no progress
+            raise DeliveryError(
+                f"cannot begin a transaction of {self.resource}: {exc.args[0]}"
+            ) from exc
         self._open = True
 
     def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> list[Refusal]:
@@ -112,8 +120,7 @@ class TransactionalRunSink(KafkaRunSink):
         self._commit_transaction()
         store.remember_progress(self.resource, progress)
         store.sweep_chunks()  # the chunks of the mark this one replaced
-        transactional(self._producer.begin_transaction, self.resource)
-        self._open = True
+        self._begin(self._producer)
 
     def commit(
         self,

@@ -65,6 +65,12 @@ class TraversalInterruptedError(Exception):
     listing, and no caller may take it as complete (issue 17, failure 1)."""
 
 
+class LaneError(RuntimeError):
+    """Kafka did not take the lane's writes (delivery, transaction or checkpoint): a run that
+    fails with it made no progress on the lane, whatever the API did (`SyncService._loop`
+    counts these toward liveness)."""
+
+
 class LaneFencedError(RuntimeError):
     """Another instance with the same identity took over this lane (exactly-once mode):
     this process must stop writing. One active producer per identity is a guarantee."""

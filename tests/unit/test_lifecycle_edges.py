@@ -27,7 +27,7 @@ from producer.observability.health import (
 )
 from producer.pipeline.dead_letters import TOO_LARGE, DeadLetter
 from producer.pipeline.deletes import DeleteIndex
-from producer.pipeline.ports import SourcePage, TraversalInterruptedError
+from producer.pipeline.ports import LaneError, SourcePage, TraversalInterruptedError
 from producer.pipeline.prefetch import PrefetchingSource
 from producer.redrive import TOMBSTONED, RedriveReport, redrive
 from producer.service import SyncService
@@ -36,7 +36,14 @@ from producer.sync.chunks import CHUNK_BYTES
 from producer.sync.progress import Progress
 from producer.sync.run import INVALID_UPDATED_AT
 from producer.sync.timestamps import format_instant, instant_micros
-from tests.support.fakes import FakeLiveness, FakeObserver, FakeSink, ListSource, page
+from tests.support.fakes import (
+    FakeLiveness,
+    FakeObserver,
+    FakeRunSink,
+    FakeSink,
+    ListSource,
+    page,
+)
 from tests.unit.test_config import env
 from tests.unit.test_deletes import T0, deliver, receiver, reconciler, version
 from tests.unit.test_service import WindowedSource, good, rec, service
@@ -700,3 +707,37 @@ def test_8a_a_run_resumed_from_a_mark_of_15000_versions_at_one_instant_republish
     assert svc.sync_once("contacts").outcome == "success"
     keys = [e.key for e in sink.published]
     assert len(keys) == len(set(keys)) == 25_000, "the resumed run republished the mark's ids"
+
+
+# ------------------------------------------------------------------ 8: a stuck lane
+
+
+class _KafkaRefusesEveryCommit(FakeSink):
+    def begin(self, resource: str, run_id: str) -> FakeRunSink:
+        run = super().begin(resource, run_id)
+
+        def refuse(*_a: object, **_k: object) -> None:
+            raise LaneError("transaction of contacts not committed: Local: Timed out")
+
+        run.commit = refuse  # type: ignore[method-assign]
+        return run
+
+
+def test_8_a_lane_that_cannot_make_progress_fails_liveness_and_recovers() -> None:
+    stop = threading.Event()
+    sink = _KafkaRefusesEveryCommit()
+    svc, _, liveness = service(ListSource([page(good(0, 2))]), sink, stop=stop)
+    svc.poll_interval_s = 0.01
+    worker = _run_loop(svc)
+    _until(lambda: liveness.errors.get("contacts", ("", 0))[1] >= ERRORS_IN_A_ROW_UNHEALTHY)
+    error, _ = liveness.errors["contacts"]
+    assert error.startswith("Kafka: LaneError: transaction of contacts not committed")
+    health = HealthState(stall_timeout_s=60)
+    health.progress("contacts")
+    health.failing("contacts", error, ERRORS_IN_A_ROW_UNHEALTHY)
+    assert not health.liveness().checks["worker:contacts"].ok  # /healthz fails: restart it
+    sink.begin = lambda resource, run_id: FakeSink.begin(sink, resource, run_id)  # type: ignore[method-assign]
+    _until(lambda: "contacts" not in liveness.errors)  # Kafka takes writes again
+    stop.set()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
