@@ -741,3 +741,22 @@ def test_8_a_lane_that_cannot_make_progress_fails_liveness_and_recovers() -> Non
     stop.set()
     worker.join(timeout=5)
     assert not worker.is_alive()
+
+
+class _ApiDown:
+    def pages(self, filter_gte: str | None, filter_lt: str | None = None) -> Iterator[SourcePage]:
+        raise ConnectionError("the API is down")
+        yield  # a generator, like every source
+
+
+def test_8_an_api_outage_alone_never_fails_liveness() -> None:
+    stop = threading.Event()
+    sink = FakeSink()
+    svc, observer, liveness = service(ListSource([]), sink, stop=stop)
+    svc.source_for = lambda _r: _ApiDown()
+    svc.poll_interval_s = 0.01
+    worker = _run_loop(svc)
+    _until(lambda: observer.outcomes.count("failure") >= ERRORS_IN_A_ROW_UNHEALTHY + 2)
+    stop.set()
+    worker.join(timeout=5)
+    assert liveness.errors == {}
