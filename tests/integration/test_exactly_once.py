@@ -215,7 +215,7 @@ def test_a_killed_sliced_export_resumes_every_window_exactly_once(
     store = kill_mid_export(env, sim, 20)
     mark = store.progress("contacts")
     assert mark is not None
-    assert len(mark.windows) == 2 * WINDOWS_PER_SLICE
+    assert len(mark.windows) >= 2 * WINDOWS_PER_SLICE  # planned, and any split off since
     assert any(w.mark is not None for w in mark.windows)
 
     app = make_app(**env)

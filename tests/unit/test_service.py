@@ -420,14 +420,15 @@ def test_an_interrupted_sliced_export_resumes_every_window_from_its_mark() -> No
     assert "the API went away" in (first.error or "")
     mark = sink.marks["contacts"]
     assert mark.mark is None
-    assert len(mark.windows) == 2 * WINDOWS_PER_SLICE
+    assert len(mark.windows) >= 2 * WINDOWS_PER_SLICE  # planned, and any split off since
     states = {(w.done, w.mark is not None) for w in mark.windows}
     assert {(True, True), (False, True), (False, False)} <= states  # done, started, untouched
     asked_before = len(source.windows)
 
     second = svc.sync_once("contacts")
     assert second.outcome == "success", second.error
-    assert second.resumed_from == f"{sum(w.done for w in mark.windows)} of 8 windows done"
+    done = sum(w.done for w in mark.windows)
+    assert second.resumed_from == f"{done} of {len(mark.windows)} windows done"
     # no probe and no finished window asked for again; a started one resumes at its mark
     again = source.windows[asked_before:]
     assert (None, None) not in again
