@@ -53,9 +53,10 @@ def plan_windows(earliest: Micros, cap: Micros, slices: int) -> list[Window]:
     return [(texts[i], texts[i + 1] if i + 1 < count else None) for i in range(count)]
 
 
-MIN_SPLIT_US: Final = 2_000_000
-"""A window whose rest spans less than this is not split: two windows of a few records each
-cost more requests than they save."""
+MIN_SPLIT_US: Final = 1_000_000
+"""A window whose rest spans less than this is not split: the API renders `updated_at` in
+whole seconds (docs/askelephant-api.md), so a narrower window could not divide the records
+of one second, and would cost requests for nothing."""
 
 
 def split_window(
